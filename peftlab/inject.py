@@ -1,0 +1,130 @@
+"""Finding and wrapping target modules: the one mechanism every peftlab method uses.
+
+A PEFT method changes a model in three steps, whatever the method:
+
+1. **find** the modules to adapt, by name (``find_targets``) -- ``"q_proj"`` matches every
+   module whose path ends in ``.q_proj``, as in peft;
+2. **wrap** each one in a module that holds the frozen original plus the method's new
+   parameters (``wrap_targets``); the wrapper keeps the original as ``base_layer``;
+3. **freeze** everything that is not the method's (``freeze_except``).
+
+The mechanism is strict where silent mistakes are common: a target name that matches
+nothing is an error naming the closest real name; a module that is already wrapped
+(a notebook cell run twice) is an error, not a second wrapper; a module of a type the
+method cannot wrap is an error naming the type.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Iterable, Iterator
+
+from torch import nn
+
+
+class Wrapper(nn.Module):
+    """Base class of every peftlab wrapper: ``base_layer`` is the frozen original module."""
+
+    base_layer: nn.Module
+    method_name: str = "a PEFT method"
+
+
+class InjectionError(ValueError):
+    """A target module could not be found or wrapped."""
+
+
+def _matches(path: str, target: str) -> bool:
+    return path == target or path.endswith("." + target)
+
+
+def leaf_names(model: nn.Module, module_type: type | tuple = nn.Module) -> list[str]:
+    """The distinct last path components of the model's modules of ``module_type``."""
+    return sorted({path.rsplit(".", 1)[-1] for path, m in model.named_modules() if path and isinstance(m, module_type)})
+
+
+def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    """All ``(path, module)`` pairs whose path ends with one of ``target_names``.
+
+    Every name must match at least one module: a misspelt name raises and suggests
+    the nearest existing one instead of quietly adapting fewer layers than asked.
+    """
+    if isinstance(target_names, str):
+        target_names = [target_names]
+    target_names = list(target_names)
+    if not target_names:
+        raise InjectionError("no target modules given; name at least one, for example ['q_proj', 'v_proj']")
+    modules = [(path, m) for path, m in model.named_modules() if path]
+    for target in target_names:
+        if not any(_matches(path, target) for path, _ in modules):
+            linear_names = leaf_names(model, nn.Linear)
+            close = difflib.get_close_matches(target.rsplit(".", 1)[-1], leaf_names(model), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise InjectionError(
+                f"target module {target!r} matches no module of {type(model).__name__}.{hint} "
+                f"Linear layers in this model are named: {', '.join(linear_names)}.")
+    # In model order; a module named by two targets (say "q_proj" and "self_attn.q_proj") comes once.
+    return [(path, m) for path, m in modules if any(_matches(path, t) for t in target_names)]
+
+
+def wrap_targets(model: nn.Module, targets: list[tuple[str, nn.Module]], make_wrapper: Callable[[nn.Module], Wrapper],
+                 wrappable: tuple[type, ...] = (nn.Linear,)) -> list[str]:
+    """Replace each target module in its parent by ``make_wrapper(module)``; return the wrapped paths.
+
+    Checks every target before changing anything, so an error leaves the model untouched.
+    """
+    for path, module in targets:
+        if isinstance(module, Wrapper):
+            raise InjectionError(
+                f"{path} is already wrapped by {type(module).__name__} ({module.method_name}). "
+                "Adding a method twice to one module would stack two copies. Was this cell run twice? "
+                "Start again from a fresh base model (peftlab.load_base()) or remove the method first.")
+        if _inside_wrapper(model, path):
+            raise InjectionError(f"{path} lies inside a module that peftlab already wrapped; "
+                                 "start again from a fresh base model.")
+        if not isinstance(module, wrappable):
+            kinds = ", ".join(t.__name__ for t in wrappable)
+            raise InjectionError(
+                f"{path} is a {type(module).__name__}, which this method cannot wrap (it wraps: {kinds}). "
+                f"Name layers of that type instead: {', '.join(leaf_names(model, wrappable))}.")
+    for path, module in targets:
+        set_submodule(model, path, make_wrapper(module))
+    return [path for path, _ in targets]
+
+
+def _inside_wrapper(model: nn.Module, path: str) -> bool:
+    parts = path.split(".")
+    return any(isinstance(model.get_submodule(".".join(parts[:i])), Wrapper) for i in range(1, len(parts)))
+
+
+def set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, new)
+
+
+def wrappers(model: nn.Module, wrapper_type: type = Wrapper) -> Iterator[tuple[str, Wrapper]]:
+    for path, m in model.named_modules():
+        if isinstance(m, wrapper_type):
+            yield path, m
+
+
+def unwrap(model: nn.Module, wrapper_type: type = Wrapper) -> list[str]:
+    """Put every ``base_layer`` back in place of its wrapper; return the paths restored."""
+    paths = [path for path, _ in wrappers(model, wrapper_type)]
+    for path in paths:
+        set_submodule(model, path, model.get_submodule(path).base_layer)
+    return paths
+
+
+def freeze_except(model: nn.Module, is_trainable: Callable[[str], bool]) -> None:
+    """requires_grad = is_trainable(parameter name), for every parameter of the model."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(is_trainable(name))
+
+
+def count_parameters(model: nn.Module) -> dict:
+    """Trainable and total parameter counts (each shared tensor counted once)."""
+    params = {id(p): p for p in model.parameters()}.values()
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params)
+    return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total}

@@ -1,0 +1,316 @@
+"""LoRA from scratch: Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models" (arXiv 2106.09685).
+
+A frozen linear layer ``W0`` learns an update of rank ``r`` instead of a full ``d_out x d_in``
+matrix::
+
+    h = W0 x + s * B A x,    A: r x d_in,  B: d_out x r,  s = alpha / r   (rsLoRA: alpha / sqrt(r))
+
+``B`` starts at zero, so training starts exactly at the base model; ``A`` starts as peft
+initialises it (Kaiming-uniform, a=sqrt(5), the default of ``nn.Linear``). After training,
+``s * B A`` can be added into ``W0`` (merge): the model is then as fast as the base.
+
+The file reads top to bottom: the config, the layer, the functions that put layers into
+a model and take them out, then saving and loading in peft's own format, so that
+``peft.PeftModel.from_pretrained`` loads what peftlab saves, and the reverse.
+It imports torch and the shared injection mechanism (:mod:`peftlab.inject`), never peft.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, unwrap,
+                            wrap_targets, wrappers)
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8                        # rank of the update; 8 is the LoRA paper's and peft's usual start
+    alpha: float = 16                 # the update is scaled by alpha / r: raising r alone does not raise the step size
+    dropout: float = 0.0              # dropout on the LoRA branch's input only; the frozen path never sees it
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # the LoRA paper's choice (Wq, Wv)
+    use_rslora: bool = False          # rank-stabilised scaling alpha / sqrt(r) (Kalajdzievski 2023)
+
+    def __post_init__(self):
+        if isinstance(self.target_modules, str):
+            self.target_modules = (self.target_modules,)
+        self.target_modules = tuple(self.target_modules)
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
+            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
+
+
+class LoRALinear(Wrapper):
+    """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` around a frozen ``nn.Linear``."""
+
+    method_name = "LoRA"
+
+    def __init__(self, base_layer: nn.Linear, config: LoraConfig):
+        super().__init__()
+        d_in, d_out = base_layer.in_features, base_layer.out_features
+        if config.r > min(d_in, d_out):
+            raise ValueError(f"LoRA rank r={config.r} exceeds what a {d_out}x{d_in} layer allows: a rank above "
+                             f"min(d_in, d_out)={min(d_in, d_out)} adds parameters without adding any expressive power")
+        self.base_layer = base_layer
+        self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.lora_A = nn.Linear(d_in, config.r, bias=False)
+        self.lora_B = nn.Linear(config.r, d_out, bias=False)
+        self.scaling = config.scaling
+        self.merged = False
+        self.disabled = False
+        like = base_layer.weight
+        self.to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+
+    def delta_weight(self) -> torch.Tensor:
+        """The dense update ``scaling * B @ A`` that merging adds to the base weight."""
+        return self.scaling * (self.lora_B.weight @ self.lora_A.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        if self.merged or self.disabled:
+            return result
+        lora_x = x.to(self.lora_A.weight.dtype)
+        return result + (self.lora_B(self.lora_A(self.lora_dropout(lora_x))) * self.scaling).to(result.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            raise RuntimeError("this LoRA layer is already merged; merging again would add the update twice")
+        self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            raise RuntimeError("this LoRA layer is not merged")
+        self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.lora_A.out_features}, scaling={self.scaling:g}, merged={self.merged}"
+
+
+# --- putting LoRA into a model, and taking it out ---------------------------------------
+
+def add_lora(model: nn.Module, config: LoraConfig = LoraConfig()) -> dict:
+    """Wrap every target module of ``model`` in a LoRALinear and freeze all but LoRA's A and B.
+
+    Changes ``model`` in place and returns a report: the wrapped paths and the parameter counts.
+    """
+    targets = find_targets(model, config.target_modules)
+    for path, module in targets:  # validate the rank on every target before changing anything
+        if isinstance(module, nn.Linear) and config.r > min(module.in_features, module.out_features):
+            raise ValueError(f"LoRA rank r={config.r} is larger than {path} ({module.out_features}x{module.in_features}) "
+                             f"allows: use r <= {min(module.in_features, module.out_features)}")
+    paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config))
+    model.peftlab_lora_config = config
+    freeze_except(model, lambda name: ".lora_A." in name or ".lora_B." in name)
+    return {"wrapped": paths, **count_parameters(model)}
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    layers = list(wrappers(model, LoRALinear))
+    if not layers:
+        raise ValueError("this model has no LoRA layers; add them with peftlab.lora.add_lora(model, config)")
+    return layers
+
+
+def merge_lora(model: nn.Module) -> None:
+    for _, layer in lora_layers(model):
+        layer.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    for _, layer in lora_layers(model):
+        layer.unmerge()
+
+
+@contextlib.contextmanager
+def disable_lora(model: nn.Module):
+    """Inside this block the model computes exactly as the base model (merged layers are unmerged first)."""
+    layers = [layer for _, layer in lora_layers(model)]
+    remerge = [layer for layer in layers if layer.merged]
+    for layer in remerge:
+        layer.unmerge()
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.disabled = False
+        for layer in remerge:
+            layer.merge()
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Fold every update into its base weight and remove the LoRA modules: a plain model again."""
+    for _, layer in lora_layers(model):
+        if not layer.merged:
+            layer.merge()
+    unwrap(model, LoRALinear)
+    _forget_config(model)
+    return model
+
+
+def remove_lora(model: nn.Module) -> nn.Module:
+    """Remove the LoRA modules without merging: back to the base model."""
+    for _, layer in lora_layers(model):
+        if layer.merged:
+            layer.unmerge()
+    unwrap(model, LoRALinear)
+    _forget_config(model)
+    return model
+
+
+def _forget_config(model: nn.Module) -> None:
+    if hasattr(model, "peftlab_lora_config"):
+        del model.peftlab_lora_config
+
+
+# --- saving and loading, in peft's format ----------------------------------------------
+# peft saves `adapter_config.json` and `adapter_model.safetensors` whose keys are
+# "base_model.model." + module path + ".lora_A.weight" (the adapter's name is dropped).
+
+PEFT_PREFIX = "base_model.model."
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """LoRA's tensors under peft's key names."""
+    state = {}
+    for path, layer in lora_layers(model):
+        state[f"{PEFT_PREFIX}{path}.lora_A.weight"] = layer.lora_A.weight.detach()
+        state[f"{PEFT_PREFIX}{path}.lora_B.weight"] = layer.lora_B.weight.detach()
+    return state
+
+
+def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = None) -> dict:
+    """The adapter_config.json that peft's LoraConfig reads."""
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": list(config.target_modules),
+        "use_rslora": config.use_rslora,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+        "use_dora": False,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "inference_mode": True,
+    }
+
+
+def save_lora(model: nn.Module, out_dir: str | Path, base_model_name_or_path: str | None = None) -> Path:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` that peft loads."""
+    config = getattr(model, "peftlab_lora_config", None)
+    if config is None:
+        raise ValueError("this model has no LoRA added by peftlab.lora.add_lora; nothing to save")
+    if any(layer.merged for _, layer in lora_layers(model)):
+        raise ValueError("LoRA is merged into the base weights; unmerge_lora(model) before saving the adapter")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = base_model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    (out_dir / "adapter_config.json").write_text(json.dumps(peft_config_dict(config, base), indent=2) + "\n")
+    tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
+    save_file(tensors, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return out_dir
+
+
+UNSUPPORTED_PEFT_OPTIONS = {  # peft options this from-scratch LoRA does not implement, and their neutral value
+    "use_dora": False, "bias": "none", "fan_in_fan_out": False, "modules_to_save": None,
+    "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},
+}
+
+
+def config_from_peft_dict(d: dict) -> LoraConfig:
+    if d.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"this is a {d.get('peft_type')} adapter, not LoRA")
+    for key, neutral in UNSUPPORTED_PEFT_OPTIONS.items():
+        value = d.get(key, neutral)
+        if value not in (neutral, None) and not (isinstance(neutral, dict) and not value):
+            raise ValueError(f"the adapter uses peft option {key}={value!r}, which peftlab's LoRA does not implement; "
+                             "load it with peft instead (peftlab.production)")
+    targets = d["target_modules"]
+    return LoraConfig(r=d["r"], alpha=d["lora_alpha"], dropout=d.get("lora_dropout", 0.0),
+                      target_modules=targets if isinstance(targets, str) else tuple(sorted(targets)),
+                      use_rslora=d.get("use_rslora", False))
+
+
+def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
+    """Add LoRA to ``model`` as described by a peft-format folder and load its weights.
+
+    Every tensor is checked against the model before anything is changed: a missing or
+    unexpected tensor, or one whose shape differs from this base model's, is an error
+    that names it.
+    """
+    adapter_dir = Path(adapter_dir)
+    config_path, weights_path = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
+    for p in (config_path, weights_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: a LoRA adapter folder holds adapter_config.json and "
+                                    "adapter_model.safetensors (peft's format)")
+    config = config_from_peft_dict(json.loads(config_path.read_text()))
+    tensors = load_file(str(weights_path))
+    if isinstance(config.target_modules[0], str) and len(config.target_modules) == 1 and _is_regex(config.target_modules[0]):
+        # peft allows a regular expression over full module paths instead of a list of names
+        pattern = re.compile(config.target_modules[0])
+        config.target_modules = tuple(sorted({p.rsplit(".", 1)[-1] for p, _ in model.named_modules() if pattern.fullmatch(p)}))
+    targets = dict(find_targets(model, config.target_modules))
+    expected = {}
+    for path, module in targets.items():
+        if not isinstance(module, nn.Linear):
+            raise InjectionError(f"{path} is a {type(module).__name__}; LoRA can only be loaded onto nn.Linear layers "
+                                 "of a fresh base model")
+        expected[f"{PEFT_PREFIX}{path}.lora_A.weight"] = (config.r, module.in_features)
+        expected[f"{PEFT_PREFIX}{path}.lora_B.weight"] = (module.out_features, config.r)
+    tensors = {_strip_adapter_name(k): v for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"adapter in {adapter_dir} does not fit this model: "
+                         f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
+                         f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            raise ValueError(f"adapter tensor {key} has shape {tuple(tensors[key].shape)} but this base model needs "
+                             f"{shape}: the adapter was trained on a base model of another shape")
+    report = add_lora(model, config)
+    for path, layer in lora_layers(model):
+        layer.lora_A.weight.data.copy_(tensors[f"{PEFT_PREFIX}{path}.lora_A.weight"])
+        layer.lora_B.weight.data.copy_(tensors[f"{PEFT_PREFIX}{path}.lora_B.weight"])
+    return report
+
+
+def _is_regex(s: str) -> bool:
+    return any(c in s for c in "*+?()[]|^$\\")
+
+
+def _strip_adapter_name(key: str) -> str:
+    # Some peft versions keep the adapter name in saved keys: ".lora_A.default.weight".
+    return re.sub(r"\.(lora_[AB])\.[^.]+\.weight$", r".\1.weight", key)

@@ -1,0 +1,35 @@
+"""Loading a base model: the bundled one, offline, by default; any causal LM by id or path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "data" / "base"
+
+
+def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch.float32, seed: int | None = None,
+              **kwargs):
+    """``(model, tokenizer)`` for a causal language model, in eval mode on the CPU.
+
+    With no argument: the course's bundled base model from ``data/base``, read from disk
+    with no network access. Otherwise any Hugging Face model id (downloaded when online)
+    or local folder of a causal LM; extra keyword arguments go to ``from_pretrained``.
+    Every call returns a fresh copy, so re-running a notebook cell starts clean.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = BUNDLED_MODEL if name_or_path is None else name_or_path
+    local = Path(path).exists()
+    if name_or_path is None and not local:
+        raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_MODEL}; "
+                                "a fresh clone has it (git checkout data/base) or rebuild it: python -m peftlab.pretrain")
+    if seed is not None:
+        torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    if tokenizer.pad_token is None:  # many causal LMs ship without one; batching needs it
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local, **kwargs)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,86 @@
+"""The same recipes through the production libraries, so a notebook can run both with one switch.
+
+    model = apply_lora(model, LoraConfig(r=8), backend="scratch")   # peftlab.lora, from scratch
+    model = apply_lora(model, LoraConfig(r=8), backend="peft")      # huggingface peft
+
+Both take peftlab's config and give a model that ``peftlab.train`` trains the same way.
+This is the only module of the package that imports the production libraries.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from peftlab import lora
+
+BACKENDS = ("scratch", "peft")
+
+
+def to_peft_lora_config(config: lora.LoraConfig):
+    import peft
+
+    return peft.LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                           target_modules=list(config.target_modules), use_rslora=config.use_rslora,
+                           bias="none", task_type="CAUSAL_LM")
+
+
+def add_lora_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig()):
+    """``peft.get_peft_model`` with the same rank, scaling, dropout and targets as peftlab's LoRA.
+
+    peft would silently accept a target list in which some names match nothing; peftlab's
+    own target check runs first so both backends refuse the same mistakes.
+    """
+    import peft
+
+    from peftlab.inject import find_targets
+
+    find_targets(model, config.target_modules)
+    if isinstance(model, peft.PeftModel):
+        raise ValueError("this model is already a peft PeftModel; start again from a fresh base model "
+                         "(peftlab.load_base()) instead of adding LoRA a second time")
+    return peft.get_peft_model(model, to_peft_lora_config(config))
+
+
+def apply_lora(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(), backend: str = "scratch"):
+    """Add LoRA with either backend; returns the model to train (a PeftModel for peft)."""
+    if backend == "scratch":
+        lora.add_lora(model, config)
+        return model
+    if backend == "peft":
+        return add_lora_peft(model, config)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+
+
+def copy_lora_weights(source: nn.Module, target: nn.Module) -> None:
+    """Give ``target`` the LoRA weights of ``source``; each may be scratch or peft."""
+    state = lora_weights(source)
+    loaded = 0
+    for name, param in target.named_parameters():
+        key = _canonical_lora_key(name)
+        if key is not None:
+            if key not in state:
+                raise KeyError(f"{name}: no LoRA tensor {key} in the source model")
+            param.data.copy_(state[key])
+            loaded += 1
+    if loaded != len(state):
+        raise ValueError(f"copied {loaded} LoRA tensors but the source has {len(state)}")
+
+
+def lora_weights(model: nn.Module) -> dict:
+    """LoRA tensors by ``<module path>.lora_A`` / ``.lora_B``, for a scratch or a peft model."""
+    out = {}
+    for name, param in model.named_parameters():
+        key = _canonical_lora_key(name)
+        if key is not None:
+            out[key] = param.detach()
+    return out
+
+
+def _canonical_lora_key(name: str) -> str | None:
+    # scratch: model.layers.0.self_attn.q_proj.lora_A.weight
+    # peft:    base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight
+    if ".lora_A." not in name and ".lora_B." not in name:
+        return None
+    name = name.removeprefix("base_model.model.")
+    return name.replace(".default.weight", ".weight")
+

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def tiny_llama(seed: int = 0):
+    """A random Llama small enough for exact comparisons in milliseconds (no download)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def make_tiny():
+    return tiny_llama
+
+
+@pytest.fixture
+def tokens():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 257, (3, 11), generator=g)
+
+
+def randomize_lora_B(model, seed: int = 1):
+    """B starts at zero (identity); give it values so that comparisons test the LoRA path too."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if ".lora_B." in name:
+            p.data.copy_(torch.randn(p.shape, generator=g) * 0.1)

@@ -1,0 +1,106 @@
+"""Scratch LoRA (peftlab.lora) against huggingface peft: same weights, same outputs, same files."""
+
+import copy
+
+import peft
+import pytest
+import torch
+
+from conftest import ALL_LINEAR, randomize_lora_B
+from peftlab import lora
+from peftlab.production import add_lora_peft, apply_lora, copy_lora_weights, lora_weights
+
+CONFIGS = [
+    lora.LoraConfig(r=4, alpha=8, target_modules=("q_proj", "v_proj")),
+    lora.LoraConfig(r=8, alpha=16, target_modules=ALL_LINEAR),
+    lora.LoraConfig(r=16, alpha=8, target_modules=ALL_LINEAR, use_rslora=True),
+]
+
+
+def pair(make_tiny, config):
+    """A scratch and a peft model from the same random base, with the same LoRA weights."""
+    base = make_tiny()
+    scratch = copy.deepcopy(base)
+    lora.add_lora(scratch, config)
+    randomize_lora_B(scratch)
+    production = add_lora_peft(copy.deepcopy(base), config)
+    copy_lora_weights(scratch, production)
+    return base, scratch, production
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["qv-r4", "all-r8", "all-r16-rslora"])
+def test_same_weights_same_logits(make_tiny, tokens, config):
+    _, scratch, production = pair(make_tiny, config)
+    with torch.no_grad():
+        torch.testing.assert_close(scratch(tokens).logits, production(tokens).logits, atol=1e-5, rtol=0)
+    # and the test is not trivial: the LoRA path changes the output
+    with torch.no_grad(), lora.disable_lora(scratch):
+        assert (scratch(tokens).logits - production(tokens).logits).abs().max() > 1e-3
+
+
+def test_same_parameter_count(make_tiny):
+    config = CONFIGS[1]
+    _, scratch, production = pair(make_tiny, config)
+    trainable, total = production.get_nb_trainable_parameters()
+    assert lora.count_parameters(scratch)["trainable"] == trainable
+    assert lora.count_parameters(scratch)["total"] == total
+
+
+def test_scratch_saved_adapter_loads_in_peft(make_tiny, tokens, tmp_path):
+    base, scratch, _ = pair(make_tiny, CONFIGS[1])
+    lora.save_lora(scratch, tmp_path / "adapter")
+    loaded = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens).logits, scratch(tokens).logits, atol=1e-5, rtol=0)
+
+
+def test_peft_saved_adapter_loads_in_scratch(make_tiny, tokens, tmp_path):
+    base, _, production = pair(make_tiny, CONFIGS[2])
+    production.save_pretrained(tmp_path / "adapter")
+    fresh = copy.deepcopy(base)
+    lora.load_lora(fresh, tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(tokens).logits, production(tokens).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_training_steps_follow_the_same_loss(make_tiny, dropout):
+    """Five AdamW steps from the same weights and seed: the same losses, the same LoRA weights."""
+    config = lora.LoraConfig(r=4, alpha=8, dropout=dropout, target_modules=ALL_LINEAR)
+    _, scratch, production = pair(make_tiny, config)
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.randint(0, 257, (4, 12), generator=g)] * 5  # one batch, so the loss must fall
+
+    def run(model):
+        torch.manual_seed(0)  # same dropout masks
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        model.train()
+        losses = []
+        for x in batches:
+            loss = model(input_ids=x, labels=x).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        return losses
+
+    scratch_losses, peft_losses = run(scratch), run(production)
+    assert scratch_losses == pytest.approx(peft_losses, abs=1e-5)
+    assert scratch_losses[-1] < scratch_losses[0] - 0.01  # it did learn
+    a, b = lora_weights(scratch), lora_weights(production)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
+
+
+def test_apply_lora_switch(make_tiny, tokens):
+    config = CONFIGS[0]
+    models = {backend: apply_lora(make_tiny(), config, backend=backend) for backend in ("scratch", "peft")}
+    assert isinstance(models["peft"], peft.PeftModel)
+    assert lora.count_parameters(models["scratch"])["trainable"] == lora.count_parameters(models["peft"])["trainable"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        apply_lora(make_tiny(), config, backend="loralib")
+
+
+def test_peft_backend_refuses_misspelt_target(make_tiny):
+    with pytest.raises(ValueError, match="q_proj"):
+        add_lora_peft(make_tiny(), lora.LoraConfig(target_modules=("q_prj",)))
