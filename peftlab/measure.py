@@ -1,0 +1,45 @@
+"""Timing that can be compared: several variants measured side by side, interleaved, in one run.
+
+On a shared CPU the speed of the machine drifts from second to second. Timing variant A
+for a while and then variant B mixes that drift into the comparison; taking turns
+(A, B, C, A, B, C, ...) and reporting the median of each spreads it evenly. Ratios
+between variants measured this way are what the course and the benchmarks report;
+absolute milliseconds depend on the machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each variant, the variants called in turn ``repeats`` times."""
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def forward_latency(models: dict[str, torch.nn.Module], input_ids: torch.Tensor, repeats: int = 30) -> dict[str, float]:
+    """Median seconds of one no-grad forward pass of each model on the same batch."""
+    def runner(model):
+        def run():
+            with torch.no_grad():
+                model(input_ids=input_ids)
+        return run
+
+    for model in models.values():
+        model.eval()
+    return interleaved_medians({name: runner(m) for name, m in models.items()}, repeats=repeats)
