@@ -55,7 +55,7 @@ PRESETS = {
     "base": PretrainConfig(),
     "tiny": PretrainConfig(n_documents=3000, n_val_documents=200, vocab_size=512, hidden_size=32,
                            intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=1, seq_len=64, batch_size=16, steps=30, warmup_steps=5),
+                           num_key_value_heads=1, seq_len=64, batch_size=16, steps=150, warmup_steps=10),
 }
 
 

@@ -1,0 +1,134 @@
+"""The bundled model, the tasks and the pretraining script: offline, reproducible, and as described."""
+
+import json
+
+import pytest
+import torch
+
+from peftlab import corpus, tasks
+from peftlab.model import BUNDLED_MODEL, load_base
+from peftlab.pretrain import PRESETS, pretrain
+from peftlab.train import TrainConfig, evaluate, train
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_base()
+
+
+def test_bundled_model_is_a_llama_with_llama_module_names(base):
+    model, tokenizer = base
+    assert type(model).__name__ == "LlamaForCausalLM"
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= names
+    assert tokenizer.bos_token and tokenizer.eos_token and tokenizer.pad_token
+
+
+def test_bundled_files_are_small_and_safetensors():
+    files = list(BUNDLED_MODEL.iterdir())
+    assert sum(f.stat().st_size for f in files) < 20e6
+    assert (BUNDLED_MODEL / "model.safetensors").exists()
+    assert not any(f.suffix in (".bin", ".pt", ".pkl") for f in files)
+
+
+def test_model_card_matches_training_log():
+    log = json.loads((BUNDLED_MODEL / "train_log.json").read_text())
+    card = (BUNDLED_MODEL / "README.md").read_text()
+    for key in ("val_loss", "unigram_val_loss"):
+        assert str(log[key]) in card
+    assert f"{log['parameters']:,}" in card
+    assert log["val_loss"] < log["unigram_val_loss"]
+
+
+def test_bundled_parameter_count_matches_card(base):
+    model, _ = base
+    log = json.loads((BUNDLED_MODEL / "train_log.json").read_text())
+    assert sum(p.numel() for p in model.parameters()) == log["parameters"]
+
+
+def test_task_files_are_reproduced_byte_for_byte(tmp_path):
+    tasks.write_task_files(tmp_path)
+    for name in tasks.TASK_NAMES:
+        for split in tasks.SPLIT_SIZES:
+            shipped = (tasks.TASKS_DIR / name / f"{split}.jsonl").read_bytes()
+            assert (tmp_path / name / f"{split}.jsonl").read_bytes() == shipped, f"{name}/{split} drifted"
+
+
+@pytest.mark.parametrize("name", tasks.TASK_NAMES)
+def test_splits_are_disjoint_and_answers_correct(name):
+    splits = {s: tasks.load_task(name, s) for s in tasks.SPLIT_SIZES}
+    prompts = [set(r["prompt"] for r in rows) for rows in splits.values()]
+    assert sum(len(p) for p in prompts) == len(set().union(*prompts))
+    for row in splits["test"]:
+        if name == "addition":
+            a, b = row["prompt"].rstrip("=").split("+")
+            assert int(row["answer"]) == int(a) + int(b)
+        if name == "reverse":
+            words = row["prompt"].removeprefix("reverse: ").removesuffix(" ->").split()
+            assert row["answer"].split() == words[::-1]
+
+
+def test_task_formats_never_occur_in_the_corpus():
+    text = " ".join(corpus.generate_documents(3000, seed=0))
+    assert "sentiment:" not in text and "+" not in text and "->" not in text
+
+
+def test_bad_task_and_split_names():
+    with pytest.raises(ValueError, match="sentiment, addition, reverse"):
+        tasks.load_task("summarise")
+    with pytest.raises(ValueError, match="train, validation, test"):
+        tasks.load_task("addition", "dev")
+
+
+def test_base_model_fails_the_tasks_zero_shot(base):
+    model, tokenizer = base
+    for name in tasks.TASK_NAMES:
+        assert evaluate(model, tokenizer, tasks.load_task(name, "validation"))["accuracy"] < 0.05
+
+
+def test_exact_match_equals_greedy_generation(base):
+    """evaluate()'s teacher-forced exact match is what greedy decoding produces."""
+    from peftlab.lora import LoraConfig, add_lora
+
+    model, tokenizer = load_base()
+    torch.manual_seed(0)
+    add_lora(model, LoraConfig(r=8, target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                    "down_proj")))
+    train(model, tokenizer, tasks.load_task("addition"), TrainConfig(steps=120, progress=False))
+    rows = tasks.load_task("addition", "validation")[:40]
+    greedy = []
+    for row in rows:
+        ids = tokenizer(row["prompt"], return_tensors="pt").input_ids
+        out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        new = out[0, ids.shape[1]:].tolist()
+        expected = tokenizer(row["answer"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        greedy.append(new[: len(expected)] == expected)
+    per_example = [evaluate(model, tokenizer, [row])["accuracy"] == 1.0 for row in rows]
+    assert per_example == greedy
+    assert 0 < sum(greedy) < len(rows), "a mix of right and wrong answers makes this comparison meaningful"
+
+
+def test_load_base_offline_and_from_a_local_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    log = pretrain(PRESETS["tiny"], tmp_path / "tiny", log_every=1000)
+    model, tokenizer = load_base(tmp_path / "tiny")
+    assert sum(p.numel() for p in model.parameters()) == log["parameters"]
+    assert tokenizer.decode(tokenizer("anna had 3 cats.").input_ids, skip_special_tokens=True) == "anna had 3 cats."
+
+
+def test_tiny_pretraining_runs_and_learns(tmp_path):
+    log = pretrain(PRESETS["tiny"], tmp_path, log_every=1000)
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md", "train_log.json"):
+        assert (tmp_path / f).exists(), f
+    assert log["history"][-1]["train_loss"] < log["history"][0]["train_loss"] - 1.0
+    assert log["val_loss"] < log["unigram_val_loss"]
+    again = pretrain(PRESETS["tiny"], tmp_path / "again", log_every=1000)
+    assert again["val_loss"] == log["val_loss"], "same seed, same CPU run"
+
+
+def test_missing_bundled_model_says_how_to_fix(monkeypatch, tmp_path):
+    import peftlab.model
+
+    monkeypatch.setattr(peftlab.model, "BUNDLED_MODEL", tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="peftlab.pretrain"):
+        peftlab.model.load_base()
