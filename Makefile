@@ -5,8 +5,9 @@ PYTEST_FLAGS = --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanit
 setup:
 	@scripts/setup.sh
 
+# (--allow-root only where the user is root, as in containers)
 lab: setup
-	.venv/bin/jupyter lab notebooks/
+	.venv/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Offline on purpose: nothing in the course may reach a model or dataset hub.
 test: setup
