@@ -18,16 +18,15 @@ It imports torch and the shared injection mechanism (:mod:`peftlab.inject`), nev
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
 from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, unwrap,
                             wrap_targets, wrappers)
 
@@ -233,13 +232,8 @@ def save_lora(model: nn.Module, out_dir: str | Path, base_model_name_or_path: st
         raise ValueError("this model has no LoRA added by peftlab.lora.add_lora; nothing to save")
     if any(layer.merged for _, layer in lora_layers(model)):
         raise ValueError("LoRA is merged into the base weights; unmerge_lora(model) before saving the adapter")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     base = base_model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    (out_dir / "adapter_config.json").write_text(json.dumps(peft_config_dict(config, base), indent=2) + "\n")
-    tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
-    save_file(tensors, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return out_dir
+    return save_folder(out_dir, peft_config_dict(config, base), lora_state_dict(model))
 
 
 UNSUPPORTED_PEFT_OPTIONS = {  # peft options this from-scratch LoRA does not implement, and their neutral value
@@ -269,14 +263,8 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
     unexpected tensor, or one whose shape differs from this base model's, is an error
     that names it.
     """
-    adapter_dir = Path(adapter_dir)
-    config_path, weights_path = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
-    for p in (config_path, weights_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: a LoRA adapter folder holds adapter_config.json and "
-                                    "adapter_model.safetensors (peft's format)")
-    config = config_from_peft_dict(json.loads(config_path.read_text()))
-    tensors = load_file(str(weights_path))
+    raw_config, tensors = load_folder(adapter_dir)
+    config = config_from_peft_dict(raw_config)
     if isinstance(config.target_modules[0], str) and len(config.target_modules) == 1 and _is_regex(config.target_modules[0]):
         # peft allows a regular expression over full module paths instead of a list of names
         pattern = re.compile(config.target_modules[0])
@@ -290,16 +278,7 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
         expected[f"{PEFT_PREFIX}{path}.lora_A.weight"] = (config.r, module.in_features)
         expected[f"{PEFT_PREFIX}{path}.lora_B.weight"] = (module.out_features, config.r)
     tensors = {_strip_adapter_name(k): v for k, v in tensors.items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"adapter in {adapter_dir} does not fit this model: "
-                         f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
-                         f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
-    for key, shape in expected.items():
-        if tuple(tensors[key].shape) != shape:
-            raise ValueError(f"adapter tensor {key} has shape {tuple(tensors[key].shape)} but this base model needs "
-                             f"{shape}: the adapter was trained on a base model of another shape")
+    check_tensors(expected, tensors, f"adapter in {adapter_dir}")
     report = add_lora(model, config)
     for path, layer in lora_layers(model):
         layer.lora_A.weight.data.copy_(tensors[f"{PEFT_PREFIX}{path}.lora_A.weight"])

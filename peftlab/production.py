@@ -84,3 +84,17 @@ def _canonical_lora_key(name: str) -> str | None:
     name = name.removeprefix("base_model.model.")
     return name.replace(".default.weight", ".weight")
 
+
+
+def add_ia3_peft(model: nn.Module, config=None):
+    """``peft.get_peft_model`` with an ``IA3Config`` of the same targets and feed-forward modules."""
+    import peft
+
+    from peftlab.ia3 import IA3Config
+    from peftlab.inject import find_targets
+
+    config = config or IA3Config()
+    find_targets(model, config.target_modules)
+    return peft.get_peft_model(model, peft.IA3Config(target_modules=list(config.target_modules),
+                                                     feedforward_modules=list(config.feedforward_modules),
+                                                     task_type="CAUSAL_LM"))

@@ -1,0 +1,107 @@
+"""Scratch IA3 against peft's IA3, and the invariants: identity at init, disabling, folding, save/load."""
+
+import copy
+
+import peft
+import pytest
+import torch
+
+from peftlab import ia3
+from peftlab.inject import InjectionError
+from peftlab.production import add_ia3_peft
+
+
+def logits(model, tokens):
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+def randomize(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "ia3_l" in name:
+            p.data.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+
+
+def scratch_and_peft(make_tiny):
+    base = make_tiny()
+    scratch = copy.deepcopy(base)
+    ia3.add_ia3(scratch)
+    randomize(scratch)
+    production = add_ia3_peft(copy.deepcopy(base))
+    vectors = dict(ia3.ia3_layers(scratch))
+    for name, p in production.named_parameters():
+        if "ia3_l" in name:
+            path = name.removeprefix("base_model.model.").split(".ia3_l")[0]
+            p.data.copy_(vectors[path].ia3_l.reshape(p.shape))
+    return base, scratch, production
+
+
+def test_identity_at_init(make_tiny, tokens):
+    base = make_tiny()
+    model = copy.deepcopy(base)
+    report = ia3.add_ia3(model)
+    assert report["trainable"] == 2 * (16 + 16 + 64)  # k, v outputs (kv heads 2 x 8) and down_proj's input
+    torch.testing.assert_close(logits(model, tokens), logits(base, tokens), atol=0, rtol=0)
+
+
+def test_same_vectors_same_logits_as_peft(make_tiny, tokens):
+    _, scratch, production = scratch_and_peft(make_tiny)
+    torch.testing.assert_close(logits(scratch, tokens), logits(production, tokens), atol=1e-5, rtol=0)
+    assert ia3.count_parameters(scratch)["trainable"] == production.get_nb_trainable_parameters()[0]
+
+
+def test_disabled_equals_base_and_folded_equals_unfolded(make_tiny, tokens):
+    base, scratch, _ = scratch_and_peft(make_tiny)
+    adapted = logits(scratch, tokens)
+    assert not torch.allclose(adapted, logits(base, tokens), atol=1e-4)
+    with ia3.disable_ia3(scratch):
+        torch.testing.assert_close(logits(scratch, tokens), logits(base, tokens), atol=0, rtol=0)
+    ia3.fold_ia3(scratch)
+    assert not any(isinstance(m, ia3.IA3Linear) for m in scratch.modules())
+    torch.testing.assert_close(logits(scratch, tokens), adapted, atol=1e-5, rtol=0)
+
+
+def test_only_ia3_vectors_train(make_tiny):
+    model = make_tiny()
+    ia3.add_ia3(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x = torch.randint(0, 257, (4, 10), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.endswith(".ia3_l") for n in changed)
+
+
+def test_saved_ia3_loads_in_peft_and_back(make_tiny, tokens, tmp_path):
+    base, scratch, production = scratch_and_peft(make_tiny)
+    ia3.save_ia3(scratch, tmp_path / "ours")
+    loaded = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "ours")
+    torch.testing.assert_close(logits(loaded, tokens), logits(scratch, tokens), atol=1e-5, rtol=0)
+    production.save_pretrained(tmp_path / "theirs")
+    fresh = copy.deepcopy(base)
+    ia3.load_ia3(fresh, tmp_path / "theirs")
+    torch.testing.assert_close(logits(fresh, tokens), logits(production, tokens), atol=1e-5, rtol=0)
+
+
+def test_bad_input(make_tiny, tmp_path):
+    with pytest.raises(ValueError, match="must also be in target_modules"):
+        ia3.IA3Config(target_modules=("k_proj",), feedforward_modules=("down_proj",))
+    with pytest.raises(InjectionError, match="Did you mean 'k_proj'"):
+        ia3.add_ia3(make_tiny(), ia3.IA3Config(target_modules=("key_proj",), feedforward_modules=()))
+    model = make_tiny()
+    ia3.add_ia3(model)
+    with pytest.raises(InjectionError, match="already wrapped"):
+        ia3.add_ia3(model)
+    ia3.save_ia3(model, tmp_path)
+    from transformers import LlamaConfig, LlamaForCausalLM
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=257, hidden_size=32, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    with pytest.raises(ValueError, match=r"down_proj\.ia3_l in .* has shape \(1, 64\) .* \(1, 96\)"):
+        ia3.load_ia3(other, tmp_path)
+    ia3.fold_ia3(model)
+    with pytest.raises(ValueError, match="no IA3"):
+        ia3.save_ia3(model, tmp_path)
