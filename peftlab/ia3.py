@@ -93,7 +93,7 @@ def add_ia3(model: nn.Module, config: IA3Config = IA3Config()) -> dict:
     """Wrap the targets in IA3Linear and freeze everything but the IA3 vectors; returns a report."""
     targets = find_targets(model, config.target_modules)
     by_module = {id(m): _is_feedforward(p, config) for p, m in targets}
-    paths = wrap_targets(model, targets, lambda m: IA3Linear(m, by_module[id(m)]))
+    paths = wrap_targets(model, targets, lambda m: IA3Linear(m, by_module[id(m)]), IA3Linear)
     model.peftlab_ia3_config = config
     freeze_except(model, lambda name: name.endswith(".ia3_l"))
     return {"wrapped": paths, **count_parameters(model)}

@@ -67,20 +67,19 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
 
 
 def wrap_targets(model: nn.Module, targets: list[tuple[str, nn.Module]], make_wrapper: Callable[[nn.Module], Wrapper],
-                 wrappable: tuple[type, ...] = (nn.Linear,)) -> list[str]:
+                 wrapper_type: type[Wrapper], wrappable: tuple[type, ...] = (nn.Linear,)) -> list[str]:
     """Replace each target module in its parent by ``make_wrapper(module)``; return the wrapped paths.
 
-    Checks every target before changing anything, so an error leaves the model untouched.
+    Different methods may stack (LoRA inside a layer that an adapter wraps); the same method
+    twice on one module may not. Checks every target before changing anything, so an
+    error leaves the model untouched.
     """
     for path, module in targets:
-        if isinstance(module, Wrapper):
+        if isinstance(module, wrapper_type):
             raise InjectionError(
-                f"{path} is already wrapped by {type(module).__name__} ({module.method_name}). "
+                f"{path} is already wrapped by {wrapper_type.__name__} ({wrapper_type.method_name}). "
                 "Adding a method twice to one module would stack two copies. Was this cell run twice? "
                 "Start again from a fresh base model (peftlab.load_base()) or remove the method first.")
-        if _inside_wrapper(model, path):
-            raise InjectionError(f"{path} lies inside a module that peftlab already wrapped; "
-                                 "start again from a fresh base model.")
         if not isinstance(module, wrappable):
             kinds = ", ".join(t.__name__ for t in wrappable)
             raise InjectionError(
@@ -89,11 +88,6 @@ def wrap_targets(model: nn.Module, targets: list[tuple[str, nn.Module]], make_wr
     for path, module in targets:
         set_submodule(model, path, make_wrapper(module))
     return [path for path, _ in targets]
-
-
-def _inside_wrapper(model: nn.Module, path: str) -> bool:
-    parts = path.split(".")
-    return any(isinstance(model.get_submodule(".".join(parts[:i])), Wrapper) for i in range(1, len(parts)))
 
 
 def set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:

@@ -120,7 +120,7 @@ def add_lora(model: nn.Module, config: LoraConfig = LoraConfig()) -> dict:
         if isinstance(module, nn.Linear) and config.r > min(module.in_features, module.out_features):
             raise ValueError(f"LoRA rank r={config.r} is larger than {path} ({module.out_features}x{module.in_features}) "
                              f"allows: use r <= {min(module.in_features, module.out_features)}")
-    paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config))
+    paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config), LoRALinear)
     model.peftlab_lora_config = config
     freeze_except(model, lambda name: ".lora_A." in name or ".lora_B." in name)
     return {"wrapped": paths, **count_parameters(model)}

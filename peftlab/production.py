@@ -98,3 +98,44 @@ def add_ia3_peft(model: nn.Module, config=None):
     return peft.get_peft_model(model, peft.IA3Config(target_modules=list(config.target_modules),
                                                      feedforward_modules=list(config.feedforward_modules),
                                                      task_type="CAUSAL_LM"))
+
+
+def add_adapter_adapterhub(model: nn.Module, name: str, config=None):
+    """The same bottleneck adapter through AdapterHub ``adapters``: DoubleSeqBnConfig (houlsby) or SeqBnConfig (pfeiffer).
+
+    Changes ``model`` in place (``adapters.init``), activates the adapter and freezes the rest.
+    Note: with transformers 4.57 AdapterHub's Llama layers do not fill the KV cache, so
+    generate with ``use_cache=False`` (see README).
+    """
+    import adapters
+
+    from peftlab.bottleneck import AdapterConfig
+
+    config = config or AdapterConfig()
+    hub_config = {"houlsby": adapters.DoubleSeqBnConfig, "pfeiffer": adapters.SeqBnConfig}[config.placement](
+        reduction_factor=config.reduction_factor, non_linearity=config.non_linearity)
+    if not hasattr(model, "adapters_config"):
+        adapters.init(model)
+    model.add_adapter(name, config=hub_config)
+    model.train_adapter(name)
+    return model
+
+
+def copy_adapter_weights(scratch: nn.Module, hub: nn.Module, name: str) -> None:
+    """Give the AdapterHub model the weights of peftlab's adapter ``name`` (same placement)."""
+    from peftlab.bottleneck import _slots
+
+    hub_params = dict(hub.named_parameters())
+    copied = 0
+    for path, slot in _slots(scratch):
+        if name not in slot.adapters:
+            continue
+        layer = path.split(".")[:3]  # model.layers.<i>
+        block = "attention_adapters" if path.endswith("self_attn.o_proj") else "output_adapters"
+        prefix = ".".join(layer + [block, "adapters", name])
+        for ours, theirs in (("down", "adapter_down.0"), ("up", "adapter_up")):
+            for kind in ("weight", "bias"):
+                hub_params[f"{prefix}.{theirs}.{kind}"].data.copy_(getattr(slot.adapters[name], ours).__getattr__(kind))
+                copied += 1
+    if copied == 0:
+        raise ValueError(f"peftlab model has no adapter named {name!r}")

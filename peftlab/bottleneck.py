@@ -1,0 +1,255 @@
+"""Bottleneck adapters from scratch: Houlsby et al. 2019, "Parameter-Efficient Transfer Learning
+for NLP" (arXiv 1902.00751), and the Pfeiffer placement (Pfeiffer et al. 2020, "AdapterFusion",
+arXiv 2005.00247).
+
+An adapter is a small two-layer network with a residual connection, inserted into every
+transformer layer while the layer itself stays frozen::
+
+    A(h) = W_up · f(W_down · h + b_down) + b_up          W_down: m x d,  W_up: d x m,  m = d / reduction_factor
+    h  ->  h + A(h)
+
+- **Houlsby**: one adapter after the attention block and one after the feed-forward block,
+  nonlinearity swish (SiLU). **Pfeiffer**: one adapter after the feed-forward block only, ReLU.
+- **Near-identity start**: small random weights (``init="bert"``, normal with std 0.02, as
+  AdapterHub does), so A(h) is close to zero; ``init="identity"`` zeroes W_up and starts exactly
+  at the base model.
+- **Several named adapters** can live in one model, one per task: ``add_adapter(model, "sentiment")``,
+  ``set_active_adapter(model, "addition")``, ``delete_adapter(...)``. Switching costs nothing, and with
+  no adapter active the model is exactly the base model: nothing of it was changed.
+
+Where exactly the adapters sit in a Llama layer, matched to AdapterHub ``adapters`` (which
+the tests check to 1e-5 with the same weights; AdapterHub applies no extra layer norm on Llama):
+
+    Houlsby (DoubleSeqBnConfig):  a = attn(norm(x));  h = x + a + A1(a);  y = h + m + A2(m),  m = mlp(norm(h))
+    Pfeiffer (SeqBnConfig):       h = x + attn(norm(x));  y' = h + mlp(norm(h));  y = y' + A(y')
+
+So the Houlsby adapters wrap ``self_attn.o_proj`` and ``mlp`` (each adds ``A`` of that block's
+output), and the Pfeiffer adapter wraps the whole decoder layer (it adds ``A`` of the layer's
+output, residual included). The wrapping goes through :mod:`peftlab.inject`, like every method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from peftlab.checkpoint import check_tensors, load_folder, save_folder
+from peftlab.inject import InjectionError, Wrapper, count_parameters, find_targets, freeze_except, unwrap, wrap_targets
+
+PLACEMENTS = ("houlsby", "pfeiffer")
+HOULSBY_TARGETS = ("self_attn.o_proj", "mlp")  # after attention (its output projection) and after the MLP
+ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+@dataclass
+class AdapterConfig:
+    placement: str = "houlsby"        # "houlsby": after attention and after the MLP; "pfeiffer": after the MLP only
+    reduction_factor: int = 16        # bottleneck width = hidden size / reduction_factor (AdapterHub's default)
+    non_linearity: str | None = None  # None: swish for houlsby, relu for pfeiffer, as in AdapterHub
+    init: str = "bert"                # "bert": small random (near identity); "identity": W_up = 0 (exactly the base)
+
+    def __post_init__(self):
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"unknown adapter placement {self.placement!r}; choose 'houlsby' or 'pfeiffer'")
+        if self.non_linearity is None:
+            self.non_linearity = "swish" if self.placement == "houlsby" else "relu"
+        if self.non_linearity not in ACTIVATIONS:
+            raise ValueError(f"unknown non_linearity {self.non_linearity!r}; choose one of {sorted(ACTIVATIONS)}")
+        if self.init not in ("bert", "identity"):
+            raise ValueError(f"unknown init {self.init!r}; choose 'bert' or 'identity'")
+        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, (int, float)) \
+                or self.reduction_factor <= 0:
+            raise ValueError(f"reduction_factor must be a positive number, got {self.reduction_factor!r}")
+
+
+class Bottleneck(nn.Module):
+    """``up(f(down(h)))``: the adapter itself, without its residual."""
+
+    def __init__(self, hidden: int, config: AdapterConfig):
+        super().__init__()
+        width = int(hidden // config.reduction_factor)
+        if width < 1 or width > hidden:
+            raise ValueError(f"bottleneck width {width} (hidden {hidden} / reduction_factor {config.reduction_factor}) "
+                             f"must be between 1 and the hidden size {hidden}; choose reduction_factor in "
+                             f"[1, {hidden}]")
+        self.down = nn.Linear(hidden, width)
+        self.act = ACTIVATIONS[config.non_linearity]()
+        self.up = nn.Linear(width, hidden)
+        for layer in (self.down, self.up):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+        if config.init == "identity":
+            nn.init.zeros_(self.up.weight)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(h)))
+
+
+class AdapterSlot(Wrapper):
+    """A frozen module followed by ``h + A(h)`` for whichever named adapter is active (if any)."""
+
+    method_name = "bottleneck adapters"
+
+    def __init__(self, base_layer: nn.Module, hidden: int):
+        super().__init__()
+        self.base_layer = base_layer
+        self.hidden = hidden
+        self.adapters = nn.ModuleDict()
+        self.active: str | None = None
+
+    def forward(self, *args, **kwargs):
+        h = self.base_layer(*args, **kwargs)
+        if self.active is None or self.active not in self.adapters:
+            return h
+        adapter = self.adapters[self.active]
+        return h + adapter(h.to(adapter.down.weight.dtype)).to(h.dtype)
+
+    def extra_repr(self) -> str:
+        return f"adapters={list(self.adapters)}, active={self.active}"
+
+
+def _hidden_size(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "hidden_size"):
+        raise ValueError("bottleneck adapters need a transformers model with config.hidden_size")
+    return config.hidden_size
+
+
+def _targets(model: nn.Module, placement: str) -> list[tuple[str, nn.Module]]:
+    if placement == "pfeiffer":
+        layers = [(p, m) for p, m in model.named_modules() if type(m).__name__.endswith("DecoderLayer")
+                  or (isinstance(m, AdapterSlot) and type(m.base_layer).__name__.endswith("DecoderLayer"))]
+        if not layers:
+            raise InjectionError(f"found no decoder layers in {type(model).__name__} for the pfeiffer placement")
+        return layers
+    return find_targets(model, HOULSBY_TARGETS)
+
+
+def _slots(model: nn.Module) -> list[tuple[str, AdapterSlot]]:
+    return [(p, m) for p, m in model.named_modules() if isinstance(m, AdapterSlot)]
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    return sorted(getattr(model, "peftlab_adapter_configs", {}))
+
+
+def add_adapter(model: nn.Module, name: str, config: AdapterConfig = AdapterConfig(), activate: bool = True) -> dict:
+    """Add a named bottleneck adapter to every layer; freeze all but the active adapter's weights.
+
+    Changes ``model`` in place. A second call with a new name adds a second adapter beside
+    the first (the multi-task setting); the same name twice is an error.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"adapter name {name!r} must be a Python identifier (letters, digits, underscores)")
+    configs = getattr(model, "peftlab_adapter_configs", {})
+    if name in configs:
+        raise InjectionError(f"this model already has an adapter named {name!r} (was this cell run twice?); "
+                             f"use another name, or delete_adapter(model, {name!r}) first")
+    hidden = _hidden_size(model)
+    Bottleneck(hidden, config)  # validate the width before changing anything
+    targets = _targets(model, config.placement)
+    fresh = [(p, m) for p, m in targets if not isinstance(m, AdapterSlot)]
+    if fresh:
+        wrap_targets(model, fresh, lambda m: AdapterSlot(m, hidden), AdapterSlot, wrappable=(nn.Module,))
+    targets = [(p, model.get_submodule(p)) for p, _ in targets]
+    param = next(model.parameters())
+    for _, slot in targets:
+        slot.adapters[name] = Bottleneck(hidden, config).to(device=param.device, dtype=param.dtype)
+    configs[name] = config
+    model.peftlab_adapter_configs = configs
+    if activate:
+        set_active_adapter(model, name)
+    return {"name": name, "positions": [p for p, _ in targets], **count_parameters(model)}
+
+
+def set_active_adapter(model: nn.Module, name: str | None) -> None:
+    """Route every layer through adapter ``name`` (None: no adapter, the base model); train only it."""
+    if name is not None and name not in adapter_names(model):
+        raise KeyError(f"no adapter named {name!r}; this model has {adapter_names(model)}")
+    for _, slot in _slots(model):
+        slot.active = name
+    freeze_except(model, lambda p: name is not None and f".adapters.{name}." in p)
+
+
+def active_adapter(model: nn.Module) -> str | None:
+    slots = _slots(model)
+    return slots[0][1].active if slots else None
+
+
+@contextlib.contextmanager
+def disable_adapters(model: nn.Module):
+    """Inside this block no adapter is applied: the model computes exactly as the base."""
+    previous = active_adapter(model)
+    for _, slot in _slots(model):
+        slot.active = None
+    try:
+        yield model
+    finally:
+        for _, slot in _slots(model):
+            slot.active = previous
+
+
+def delete_adapter(model: nn.Module, name: str) -> None:
+    """Remove adapter ``name``; when none is left, the wrappers go too and the model is the base again."""
+    if name not in adapter_names(model):
+        raise KeyError(f"no adapter named {name!r}; this model has {adapter_names(model)}")
+    for _, slot in _slots(model):
+        if name in slot.adapters:
+            del slot.adapters[name]
+        if slot.active == name:
+            slot.active = None
+    del model.peftlab_adapter_configs[name]
+    for path, slot in _slots(model):
+        if len(slot.adapters) == 0:
+            unwrap_one(model, path)
+    if not model.peftlab_adapter_configs:
+        del model.peftlab_adapter_configs
+
+
+def unwrap_one(model: nn.Module, path: str) -> None:
+    from peftlab.inject import set_submodule
+
+    set_submodule(model, path, model.get_submodule(path).base_layer)
+
+
+def remove_adapters(model: nn.Module) -> nn.Module:
+    unwrap(model, AdapterSlot)
+    if hasattr(model, "peftlab_adapter_configs"):
+        del model.peftlab_adapter_configs
+    return model
+
+
+# --- saving and loading: adapter_config.json + adapter.safetensors (AdapterHub's file names) ---
+
+def save_adapter(model: nn.Module, name: str, out_dir: str | Path) -> Path:
+    if name not in adapter_names(model):
+        raise KeyError(f"no adapter named {name!r}; this model has {adapter_names(model)}")
+    config = model.peftlab_adapter_configs[name]
+    tensors = {f"{path}.{key}": t for path, slot in _slots(model) if name in slot.adapters
+               for key, t in slot.adapters[name].state_dict().items()}
+    return save_folder(out_dir, {"name": name, "hidden_size": _hidden_size(model), **asdict(config)}, tensors,
+                       weights_name="adapter.safetensors")
+
+
+def load_adapter(model: nn.Module, in_dir: str | Path, name: str | None = None, activate: bool = True) -> dict:
+    """Add a saved adapter (under its saved name, or ``name``) and load its weights, checked first."""
+    raw, tensors = load_folder(in_dir, weights_name="adapter.safetensors")
+    name = name or raw["name"]
+    config = AdapterConfig(**{k: raw[k] for k in ("placement", "reduction_factor", "non_linearity", "init")})
+    hidden = _hidden_size(model)
+    width = int(hidden // config.reduction_factor)
+    expected = {}
+    for path, _ in _targets(model, config.placement):
+        expected.update({f"{path}.down.weight": (width, hidden), f"{path}.down.bias": (width,),
+                         f"{path}.up.weight": (hidden, width), f"{path}.up.bias": (hidden,)})
+    check_tensors(expected, tensors, f"adapter in {in_dir} (saved for hidden size {raw.get('hidden_size')})")
+    report = add_adapter(model, name, config, activate=activate)
+    for path, slot in _slots(model):
+        if name in slot.adapters:
+            slot.adapters[name].load_state_dict({k: tensors[f"{path}.{k}"] for k in ("down.weight", "down.bias",
+                                                                                      "up.weight", "up.bias")})
+    return report
