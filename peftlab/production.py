@@ -9,6 +9,7 @@ This is the only module of the package that imports the production libraries.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from peftlab import lora
@@ -139,3 +140,20 @@ def copy_adapter_weights(scratch: nn.Module, hub: nn.Module, name: str) -> None:
                 copied += 1
     if copied == 0:
         raise ValueError(f"peftlab model has no adapter named {name!r}")
+
+
+def add_prompt_peft(model: nn.Module, config=None):
+    """``peft.get_peft_model`` with a ``PromptTuningConfig`` of the same length (random init; copy weights in)."""
+    import peft
+
+    from peftlab.prompt import PromptTuningConfig
+
+    config = config or PromptTuningConfig()
+    return peft.get_peft_model(model, peft.PromptTuningConfig(task_type="CAUSAL_LM",
+                                                              num_virtual_tokens=config.num_virtual_tokens,
+                                                              prompt_tuning_init="RANDOM"))
+
+
+def peft_prompt_weight(model) -> torch.nn.Parameter:
+    """The soft-prompt embedding matrix of a peft prompt-tuning model, shape (n, d)."""
+    return model.prompt_encoder["default"].embedding.weight
