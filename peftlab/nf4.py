@@ -1,0 +1,205 @@
+"""NF4 quantization from scratch: Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized
+LLMs" (arXiv 2305.14314), section 3 -- 4-bit NormalFloat, blockwise absmax, double quantization.
+
+1. **The codebook.** Pretrained weights are roughly normal. NF4 puts its 16 levels at
+   quantiles of N(0, 1), so each level is used about equally often: 8 positive levels from
+   the quantiles between 0.5 and ``offset``, 7 negative ones, and an exact zero, all divided
+   by the largest so that they span [-1, 1]. (``offset`` = 0.9677083 is bitsandbytes' choice.)
+2. **Blockwise absmax.** The weight is flattened and cut into blocks of 64. Each block is
+   divided by its largest absolute value (one fp32 "absmax" per block) and every value is
+   replaced by the index of the nearest level: 4 bits.
+3. **Packing.** Two 4-bit indices per byte, the first in the high nibble.
+4. **Double quantization.** 32 bits of absmax per 64 weights cost 0.5 bit per parameter. QLoRA
+   quantizes the absmax values themselves: subtract their mean, then 8-bit blockwise
+   quantization (blocks of 256) with bitsandbytes' dynamic 8-bit map: 8/64 + 32/(64*256)
+   = 0.127 bit per parameter instead of 0.5.
+
+Everything here is plain torch. The tests compare it with ``bitsandbytes.functional.quantize_4bit``
+/ ``dequantize_4bit`` (``quant_type="nf4"``): identical packed bytes, scales and dequantized values.
+Two details are copied on purpose from bitsandbytes so the bytes match: full blocks are scaled
+by *multiplying* with 1/absmax and the last partial block by *dividing* by its absmax, and a
+value exactly on the midpoint between two levels takes the lower one.
+
+Where we differ, with double quantization: the packed codes, the offset and the per-256
+scales are identical, but bitsandbytes' CPU kernel for the 8-bit step does not always pick
+the nearest level of its dynamic map (measured: about 0.2% of absmax values, one level off,
+up to four next to zero). Here every absmax gets the nearest level, so our reconstruction
+is never further from the true absmax (tests/test_nf4.py states and checks the bounds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+NF4_OFFSET = 0.9677083  # the outermost quantile used, as in bitsandbytes' create_normal_map
+BLOCKSIZE = 64
+ABSMAX_BLOCKSIZE = 256  # double quantization's block size for the absmax values
+
+
+def nf4_codebook(offset: float = NF4_OFFSET) -> torch.Tensor:
+    """The 16 NF4 levels, built from normal quantiles (float32, sorted, in [-1, 1])."""
+    positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9)[:-1].double())   # 8 levels above zero
+    negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8)[:-1].double())  # 7 levels below zero
+    levels = torch.cat([positive, torch.zeros(1, dtype=torch.float64), negative]).float().sort().values
+    return levels / levels.max()
+
+
+def dynamic_codebook() -> torch.Tensor:
+    """bitsandbytes' signed 8-bit dynamic map (Dettmers 2016): 256 levels, dense near zero."""
+    levels: list[float] = []
+    for i in range(7):  # one decade per exponent, 10^-6 .. 10^0, with 2^i fraction steps each
+        edges = torch.linspace(0.1, 1, 2 ** i + 1, dtype=torch.float32)
+        means = (edges[:-1] + edges[1:]) / 2.0
+        levels += (10 ** (-6 + i) * means).tolist()
+        levels += (-(10 ** (-6 + i)) * means).tolist()
+    levels += [0.0, 1.0]
+    return torch.tensor(sorted(levels), dtype=torch.float32)
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"cannot quantize a tensor with {int(bad.sum())} NaN or infinite values (the first at "
+                         f"index {first}): one bad value would set its whole block's scale")
+
+
+def _block_scale(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(absmax per block, values scaled into [-1, 1]) exactly as bitsandbytes computes them."""
+    n = flat.numel()
+    full = n - n % blocksize
+    blocks = flat[:full].view(-1, blocksize)
+    absmax = blocks.abs().max(dim=-1).values
+    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1).reshape(-1)
+    if full < n:
+        last = flat[full:].abs().max().clamp(min=1e-38)
+        absmax = torch.cat([absmax, last.view(1)])
+        scaled = torch.cat([scaled, torch.clamp(flat[full:] / last, -1, 1)])
+    return absmax, scaled
+
+
+def _nearest(scaled: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    midpoints = (codebook[:-1] + codebook[1:]) / 2
+    return torch.bucketize(scaled, midpoints)  # on a midpoint: the lower level
+
+
+@dataclass
+class NF4Tensor:
+    """A quantized tensor: packed 4-bit codes plus what dequantization needs."""
+
+    packed: torch.Tensor           # uint8 of shape (ceil(n/2), 1): two codes per byte, first in the high nibble
+    absmax: torch.Tensor           # fp32 per block, or uint8 codes when double-quantized
+    shape: torch.Size
+    dtype: torch.dtype
+    blocksize: int = BLOCKSIZE
+    offset: torch.Tensor | None = None          # double quantization: mean of the fp32 absmax values
+    absmax_absmax: torch.Tensor | None = None   # double quantization: fp32 scale per 256 absmax values
+
+    @property
+    def double_quant(self) -> bool:
+        return self.offset is not None
+
+    def nbytes(self) -> int:
+        tensors = [self.packed, self.absmax] + ([self.offset, self.absmax_absmax] if self.double_quant else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def bits_per_parameter(self) -> float:
+        return 8 * self.nbytes() / torch.Size(self.shape).numel()
+
+
+def quantize_blockwise_8bit(x: torch.Tensor, blocksize: int = ABSMAX_BLOCKSIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit blockwise quantization with the dynamic map: (uint8 codes, fp32 absmax per block)."""
+    absmax, scaled = _block_scale(x.reshape(-1).float(), blocksize)
+    code = dynamic_codebook()
+    return _nearest(scaled, code).to(torch.uint8), absmax
+
+
+def dequantize_blockwise_8bit(codes: torch.Tensor, absmax: torch.Tensor, blocksize: int = ABSMAX_BLOCKSIZE) -> torch.Tensor:
+    values = dynamic_codebook()[codes.long()]
+    return _times_block_scale(values, absmax, blocksize)
+
+
+def _times_block_scale(values: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Tensor:
+    n = values.numel()
+    full = n - n % blocksize
+    out = torch.empty(n, dtype=torch.float32)
+    out[:full] = (values[:full].view(-1, blocksize) * absmax[: full // blocksize].unsqueeze(1)).reshape(-1)
+    if full < n:
+        out[full:] = values[full:] * absmax[-1]
+    return out
+
+
+def quantize_nf4(x: torch.Tensor, blocksize: int = BLOCKSIZE, double_quant: bool = False) -> NF4Tensor:
+    """Quantize ``x`` (any float dtype and shape) to NF4 with blockwise absmax scaling."""
+    if not x.is_floating_point():
+        raise TypeError(f"NF4 quantizes floating-point tensors, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError("cannot quantize an empty tensor")
+    if blocksize < 2 or blocksize % 2:
+        raise ValueError(f"blocksize must be an even number >= 2, got {blocksize}")
+    _check_finite(x)
+    absmax, scaled = _block_scale(x.detach().reshape(-1).float(), blocksize)
+    if scaled.numel() % 2:  # an odd count: pad with 0.0, whose code (the zero level) fills the last low nibble
+        scaled = torch.cat([scaled, scaled.new_zeros(1)])
+    codes = _nearest(scaled, nf4_codebook()).to(torch.uint8)
+    packed = ((codes[0::2] << 4) | codes[1::2]).unsqueeze(1)
+    q = NF4Tensor(packed=packed, absmax=absmax, shape=x.shape, dtype=x.dtype, blocksize=blocksize)
+    if double_quant:
+        q.offset = absmax.mean()
+        q.absmax, q.absmax_absmax = quantize_blockwise_8bit(absmax - q.offset)
+    return q
+
+
+def block_scales(q: NF4Tensor) -> torch.Tensor:
+    """The fp32 absmax per block (recovered from 8 bits when double-quantized)."""
+    if not q.double_quant:
+        return q.absmax
+    return dequantize_blockwise_8bit(q.absmax, q.absmax_absmax) + q.offset
+
+
+def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
+    """Back to a tensor of the original shape and dtype: level * block absmax."""
+    n = torch.Size(q.shape).numel()
+    codes = torch.stack([q.packed.view(-1) >> 4, q.packed.view(-1) & 0xF], dim=1).reshape(-1)[:n]
+    values = nf4_codebook()[codes.long()]
+    return _times_block_scale(values, block_scales(q), q.blocksize).reshape(q.shape).to(q.dtype)
+
+
+class NF4Linear(nn.Module):
+    """A frozen linear layer stored in NF4: the weight is dequantized on the fly in each forward pass.
+
+    Only the packed codes and scales are kept (as buffers, so they are never trained); the
+    bias, if any, stays in full precision as bitsandbytes' ``Linear4bit`` keeps it.
+    """
+
+    def __init__(self, linear: nn.Linear, double_quant: bool = True, compute_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.compute_dtype = compute_dtype or linear.weight.dtype
+        self.weight_nf4 = quantize_nf4(linear.weight.detach(), double_quant=double_quant)
+        for name in ("packed", "absmax", "offset", "absmax_absmax"):
+            value = getattr(self.weight_nf4, name)
+            if value is not None:
+                self.register_buffer(f"nf4_{name}", value)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def _sync(self) -> NF4Tensor:
+        for name in ("packed", "absmax", "offset", "absmax_absmax"):  # follow .to(device) moves of the buffers
+            if hasattr(self, f"nf4_{name}"):
+                setattr(self.weight_nf4, name, getattr(self, f"nf4_{name}"))
+        return self.weight_nf4
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return dequantize_nf4(self._sync())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.dequantized_weight().to(self.compute_dtype)
+        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
+        return nn.functional.linear(x.to(self.compute_dtype), weight, bias).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"double_quant={self.weight_nf4.double_quant}, bits/param={self.weight_nf4.bits_per_parameter():.3f}")
