@@ -29,6 +29,22 @@ class Wrapper(nn.Module):
     method_name: str = "a PEFT method"
 
 
+class FrozenLinear(nn.Module):
+    """Base class of modules that compute like a frozen ``nn.Linear`` but store the weight
+    another way (a quantized weight, say). Methods that wrap linear layers accept them.
+    They have ``in_features`` and ``out_features``, and ``merge_delta(delta)`` to add a dense
+    update to their weight."""
+
+    in_features: int
+    out_features: int
+
+    def merge_delta(self, delta):
+        raise NotImplementedError
+
+
+LINEAR_TYPES = (nn.Linear, FrozenLinear)
+
+
 class InjectionError(ValueError):
     """A target module could not be found or wrapped."""
 
@@ -56,7 +72,7 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
     modules = [(path, m) for path, m in model.named_modules() if path]
     for target in target_names:
         if not any(_matches(path, target) for path, _ in modules):
-            linear_names = leaf_names(model, nn.Linear)
+            linear_names = leaf_names(model, LINEAR_TYPES)
             close = difflib.get_close_matches(target.rsplit(".", 1)[-1], leaf_names(model), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InjectionError(
@@ -67,7 +83,7 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
 
 
 def wrap_targets(model: nn.Module, targets: list[tuple[str, nn.Module]], make_wrapper: Callable[[nn.Module], Wrapper],
-                 wrapper_type: type[Wrapper], wrappable: tuple[type, ...] = (nn.Linear,)) -> list[str]:
+                 wrapper_type: type[Wrapper], wrappable: tuple[type, ...] = LINEAR_TYPES) -> list[str]:
     """Replace each target module in its parent by ``make_wrapper(module)``; return the wrapped paths.
 
     Different methods may stack (LoRA inside a layer that an adapter wraps); the same method
@@ -117,8 +133,12 @@ def freeze_except(model: nn.Module, is_trainable: Callable[[str], bool]) -> None
 
 
 def count_parameters(model: nn.Module) -> dict:
-    """Trainable and total parameter counts (each shared tensor counted once)."""
+    """Trainable and total parameter counts (each shared tensor counted once).
+
+    The weights of FrozenLinear layers (say, 4-bit ones, stored as buffers) count as frozen parameters.
+    """
     params = {id(p): p for p in model.parameters()}.values()
     trainable = sum(p.numel() for p in params if p.requires_grad)
     total = sum(p.numel() for p in params)
+    total += sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, FrozenLinear))
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total}

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
-from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, unwrap,
-                            wrap_targets, wrappers)
+from peftlab.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
+                            freeze_except, unwrap, wrap_targets, wrappers)
 
 
 @dataclass
@@ -54,11 +54,12 @@ class LoraConfig:
 
 
 class LoRALinear(Wrapper):
-    """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` around a frozen ``nn.Linear``."""
+    """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` around a frozen ``nn.Linear``
+    (or a :class:`~peftlab.inject.FrozenLinear`, such as an NF4 layer: that is QLoRA)."""
 
     method_name = "LoRA"
 
-    def __init__(self, base_layer: nn.Linear, config: LoraConfig):
+    def __init__(self, base_layer: nn.Linear | FrozenLinear, config: LoraConfig):
         super().__init__()
         d_in, d_out = base_layer.in_features, base_layer.out_features
         if config.r > min(d_in, d_out):
@@ -71,8 +72,9 @@ class LoRALinear(Wrapper):
         self.scaling = config.scaling
         self.merged = False
         self.disabled = False
-        like = base_layer.weight
-        self.to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
+        like = next(base_layer.buffers(), None) if isinstance(base_layer, FrozenLinear) else base_layer.weight
+        dtype = getattr(base_layer, "compute_dtype", None) or like.dtype
+        self.to(device=like.device if like is not None else None, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -91,17 +93,22 @@ class LoRALinear(Wrapper):
         return result + (self.lora_B(self.lora_A(self.lora_dropout(lora_x))) * self.scaling).to(result.dtype)
 
     @torch.no_grad()
+    def _add_to_base(self, delta: torch.Tensor) -> None:
+        if isinstance(self.base_layer, FrozenLinear):  # e.g. NF4: dequantize, add, requantize (lossy)
+            self.base_layer.merge_delta(delta)
+        else:
+            self.base_layer.weight += delta.to(self.base_layer.weight.dtype)
+
     def merge(self) -> None:
         if self.merged:
             raise RuntimeError("this LoRA layer is already merged; merging again would add the update twice")
-        self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+        self._add_to_base(self.delta_weight())
         self.merged = True
 
-    @torch.no_grad()
     def unmerge(self) -> None:
         if not self.merged:
             raise RuntimeError("this LoRA layer is not merged")
-        self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+        self._add_to_base(-self.delta_weight())
         self.merged = False
 
     def extra_repr(self) -> str:
@@ -117,7 +124,7 @@ def add_lora(model: nn.Module, config: LoraConfig = LoraConfig()) -> dict:
     """
     targets = find_targets(model, config.target_modules)
     for path, module in targets:  # validate the rank on every target before changing anything
-        if isinstance(module, nn.Linear) and config.r > min(module.in_features, module.out_features):
+        if isinstance(module, LINEAR_TYPES) and config.r > min(module.in_features, module.out_features):
             raise ValueError(f"LoRA rank r={config.r} is larger than {path} ({module.out_features}x{module.in_features}) "
                              f"allows: use r <= {min(module.in_features, module.out_features)}")
     paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config), LoRALinear)
@@ -272,8 +279,8 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
     targets = dict(find_targets(model, config.target_modules))
     expected = {}
     for path, module in targets.items():
-        if not isinstance(module, nn.Linear):
-            raise InjectionError(f"{path} is a {type(module).__name__}; LoRA can only be loaded onto nn.Linear layers "
+        if not isinstance(module, LINEAR_TYPES):
+            raise InjectionError(f"{path} is a {type(module).__name__}; LoRA can only be loaded onto linear layers "
                                  "of a fresh base model")
         expected[f"{PEFT_PREFIX}{path}.lora_A.weight"] = (config.r, module.in_features)
         expected[f"{PEFT_PREFIX}{path}.lora_B.weight"] = (module.out_features, config.r)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from peftlab.inject import FrozenLinear
+
 NF4_OFFSET = 0.9677083  # the outermost quantile used, as in bitsandbytes' create_normal_map
 BLOCKSIZE = 64
 ABSMAX_BLOCKSIZE = 256  # double quantization's block size for the absmax values
@@ -168,7 +170,7 @@ def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
     return _times_block_scale(values, block_scales(q), q.blocksize).reshape(q.shape).to(q.dtype)
 
 
-class NF4Linear(nn.Module):
+class NF4Linear(FrozenLinear):
     """A frozen linear layer stored in NF4: the weight is dequantized on the fly in each forward pass.
 
     Only the packed codes and scales are kept (as buffers, so they are never trained); the
@@ -179,12 +181,22 @@ class NF4Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.compute_dtype = compute_dtype or linear.weight.dtype
-        self.weight_nf4 = quantize_nf4(linear.weight.detach(), double_quant=double_quant)
+        self._store(quantize_nf4(linear.weight.detach(), double_quant=double_quant))
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def _store(self, q: NF4Tensor) -> None:
+        self.weight_nf4 = q
         for name in ("packed", "absmax", "offset", "absmax_absmax"):
-            value = getattr(self.weight_nf4, name)
+            value = getattr(q, name)
             if value is not None:
                 self.register_buffer(f"nf4_{name}", value)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    @torch.no_grad()
+    def merge_delta(self, delta: torch.Tensor) -> None:
+        """Add a dense update to the 4-bit weight: dequantize, add, quantize again (this rounds)."""
+        merged = self.dequantized_weight().float() + delta.float()
+        self._store(quantize_nf4(merged.to(self.weight_nf4.dtype), blocksize=self.weight_nf4.blocksize,
+                                 double_quant=self.weight_nf4.double_quant))
 
     def _sync(self) -> NF4Tensor:
         for name in ("packed", "absmax", "offset", "absmax_absmax"):  # follow .to(device) moves of the buffers

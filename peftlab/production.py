@@ -157,3 +157,31 @@ def add_prompt_peft(model: nn.Module, config=None):
 def peft_prompt_weight(model) -> torch.nn.Parameter:
     """The soft-prompt embedding matrix of a peft prompt-tuning model, shape (n, d)."""
     return model.prompt_encoder["default"].embedding.weight
+
+
+def avoid_bitsandbytes_cpu_eval_trap(model: nn.Module) -> int:
+    """Keep bitsandbytes from repacking 4-bit weights on an AVX512-BF16 CPU at the first no-grad pass.
+
+    On such CPUs that repacking silently stops training afterwards (LoRA gradients become 0);
+    the only sign is a warning. Turning the fast path off on every Linear4bit avoids it.
+    Returns the number of layers changed.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def load_base_4bit(name_or_path=None, double_quant: bool = True):
+    """The base model loaded through transformers + bitsandbytes in NF4 (fp32 compute on the CPU)."""
+    from transformers import BitsAndBytesConfig
+
+    from peftlab.model import load_base
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                      bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=torch.float32)
+    model, tokenizer = load_base(name_or_path, quantization_config=quantization)
+    avoid_bitsandbytes_cpu_eval_trap(model)
+    return model, tokenizer
