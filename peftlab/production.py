@@ -185,3 +185,30 @@ def load_base_4bit(name_or_path=None, double_quant: bool = True):
     model, tokenizer = load_base(name_or_path, quantization_config=quantization)
     avoid_bitsandbytes_cpu_eval_trap(model)
     return model, tokenizer
+
+
+def add_adapter_and_lora_adapterhub(model: nn.Module, name: str, adapter_config, lora_config):
+    """AdapterHub's ConfigUnion of a LoRA (on q and v) and a bottleneck adapter, activated for training."""
+    import adapters
+
+    if set(lora_config.target_modules) != {"q_proj", "v_proj"} or lora_config.use_rslora or lora_config.dropout:
+        raise ValueError("AdapterHub's LoRA here is the q,v form without rsLoRA or dropout; use target_modules=('q_proj', 'v_proj')")
+    hub_adapter = {"houlsby": adapters.DoubleSeqBnConfig, "pfeiffer": adapters.SeqBnConfig}[adapter_config.placement](
+        reduction_factor=adapter_config.reduction_factor, non_linearity=adapter_config.non_linearity)
+    union = adapters.ConfigUnion(adapters.LoRAConfig(r=lora_config.r, alpha=lora_config.alpha, attn_matrices=["q", "v"]),
+                                 hub_adapter)
+    if not hasattr(model, "adapters_config"):
+        adapters.init(model)
+    model.add_adapter(name, config=union)
+    model.train_adapter(name)
+    return model
+
+
+def copy_hybrid_weights_to_adapterhub(scratch: nn.Module, hub: nn.Module, name: str) -> None:
+    """Copy peftlab's adapter ``name`` and its LoRA (q, v) into an AdapterHub ConfigUnion model."""
+    copy_adapter_weights(scratch, hub, name)
+    hub_params = dict(hub.named_parameters())
+    for path, layer in lora.lora_layers(scratch):
+        hub_path = path.replace(".base_layer.", ".")
+        hub_params[f"{hub_path}.loras.{name}.lora_A"].data.copy_(layer.lora_A.weight)
+        hub_params[f"{hub_path}.loras.{name}.lora_B"].data.copy_(layer.lora_B.weight)
