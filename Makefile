@@ -1,7 +1,7 @@
 # The two entry points of the README. Both set up .venv first (a no-op when it is current).
 PYTEST_FLAGS = --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=300
 
-.PHONY: setup lab test bench
+.PHONY: setup lab test bench bench-methods
 setup:
 	@scripts/setup.sh
 
@@ -15,3 +15,6 @@ test: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lora_bench.py
+
+bench-methods: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/methods_bench.py

@@ -18,20 +18,9 @@ import torch
 
 import peftlab
 from peftlab import ALL_LINEAR, LoraConfig, load_base, load_task
-from peftlab.measure import forward_latency, interleaved_medians
+from peftlab.measure import forward_latency, interleaved_medians, training_step
 from peftlab.production import apply_lora, copy_lora_weights
 from peftlab.train import collate
-
-
-def training_step(model, batch):
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train()
-
-    def step():
-        model(**batch).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
 
 
 def main():

@@ -43,3 +43,16 @@ def forward_latency(models: dict[str, torch.nn.Module], input_ids: torch.Tensor,
     for model in models.values():
         model.eval()
     return interleaved_medians({name: runner(m) for name, m in models.items()}, repeats=repeats)
+
+
+def training_step(model: torch.nn.Module, batch: dict, lr: float = 1e-3, forward=None) -> Callable[[], None]:
+    """A callable doing one AdamW step on ``batch`` (forward, backward, update), for timing."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    forward = forward or (lambda m, b: m(**b).loss)
+    model.train()
+
+    def step():
+        forward(model, batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step

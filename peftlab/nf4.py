@@ -30,6 +30,7 @@ is never further from the true absmax (tests/test_nf4.py states and checks the b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -41,16 +42,18 @@ BLOCKSIZE = 64
 ABSMAX_BLOCKSIZE = 256  # double quantization's block size for the absmax values
 
 
+@lru_cache
 def nf4_codebook(offset: float = NF4_OFFSET) -> torch.Tensor:
-    """The 16 NF4 levels, built from normal quantiles (float32, sorted, in [-1, 1])."""
+    """The 16 NF4 levels, built from normal quantiles (float32, sorted, in [-1, 1]). Cached: do not modify."""
     positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9)[:-1].double())   # 8 levels above zero
     negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8)[:-1].double())  # 7 levels below zero
     levels = torch.cat([positive, torch.zeros(1, dtype=torch.float64), negative]).float().sort().values
     return levels / levels.max()
 
 
+@lru_cache
 def dynamic_codebook() -> torch.Tensor:
-    """bitsandbytes' signed 8-bit dynamic map (Dettmers 2016): 256 levels, dense near zero."""
+    """bitsandbytes' signed 8-bit dynamic map (Dettmers 2016): 256 levels, dense near zero. Cached."""
     levels: list[float] = []
     for i in range(7):  # one decade per exponent, 10^-6 .. 10^0, with 2^i fraction steps each
         edges = torch.linspace(0.1, 1, 2 ** i + 1, dtype=torch.float32)
@@ -126,6 +129,8 @@ def dequantize_blockwise_8bit(codes: torch.Tensor, absmax: torch.Tensor, blocksi
 
 def _times_block_scale(values: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Tensor:
     n = values.numel()
+    if n % blocksize == 0:
+        return (values.view(-1, blocksize) * absmax.unsqueeze(1)).view(-1)
     full = n - n % blocksize
     out = torch.empty(n, dtype=torch.float32)
     out[:full] = (values[:full].view(-1, blocksize) * absmax[: full // blocksize].unsqueeze(1)).reshape(-1)
@@ -162,11 +167,18 @@ def block_scales(q: NF4Tensor) -> torch.Tensor:
     return dequantize_blockwise_8bit(q.absmax, q.absmax_absmax) + q.offset
 
 
+@lru_cache
+def _byte_table() -> torch.Tensor:
+    """The two levels each of the 256 possible bytes unpacks to: (high nibble, low nibble)."""
+    byte = torch.arange(256)
+    return torch.stack([nf4_codebook()[byte >> 4], nf4_codebook()[byte & 0xF]], dim=1)
+
+
 def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
     """Back to a tensor of the original shape and dtype: level * block absmax."""
     n = torch.Size(q.shape).numel()
-    codes = torch.stack([q.packed.view(-1) >> 4, q.packed.view(-1) & 0xF], dim=1).reshape(-1)[:n]
-    values = nf4_codebook()[codes.long()]
+    # one row lookup per byte unpacks both nibbles (index_select: the fast gather on the CPU)
+    values = torch.index_select(_byte_table(), 0, q.packed.view(-1).long()).view(-1)[:n]
     return _times_block_scale(values, block_scales(q), q.blocksize).reshape(q.shape).to(q.dtype)
 
 

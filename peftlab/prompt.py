@@ -136,8 +136,6 @@ def _extend_inputs(model, args, kwargs):
         raise ValueError("a prompt-tuned model here runs without a KV cache: call generate(..., use_cache=False); "
                          "with a cache only the newest token arrives and the soft prompt cannot be put in front")
     kwargs = dict(kwargs)
-    kwargs["use_cache"] = False
-    kwargs.pop("past_key_values", None)
     input_ids = kwargs.get("input_ids", args[0] if args else None)
     max_positions = getattr(model.config, "max_position_embeddings", None)
     if input_ids is not None and max_positions is not None and n + input_ids.shape[1] > max_positions:
