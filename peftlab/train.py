@@ -117,3 +117,18 @@ def evaluate(model, tokenizer, examples: list[dict], batch_size: int = 100, forw
         token_count += int(scored.sum())
     model.train(was_training)
     return {"accuracy": correct / len(examples), "loss": loss_sum / token_count}
+
+
+@torch.no_grad()
+def language_modelling_loss(model, tokenizer, texts: list[str]) -> float:
+    """Mean next-token loss (nats/token) on plain texts: how much of its pretraining a model kept."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for text in texts:
+        ids = torch.tensor([tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]])
+        loss = model(input_ids=ids, labels=ids).loss
+        total += float(loss) * (ids.shape[1] - 1)
+        count += ids.shape[1] - 1
+    model.train(was_training)
+    return total / count

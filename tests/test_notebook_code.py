@@ -63,3 +63,15 @@ def test_chapter01_lora_linear_matches_package_and_peft(make_tiny, tokens):
             if isinstance(module, NotebookLoRA):
                 module.merge()
         torch.testing.assert_close(inline(tokens).logits, expected, atol=1e-5, rtol=0)
+
+
+def test_chapter02_bottleneck_matches_package():
+    NotebookBottleneck = notebook_definition("02_adapters.ipynb", "Bottleneck", {"nn": nn, "torch": torch})
+    from peftlab.bottleneck import AdapterConfig, Bottleneck
+
+    torch.manual_seed(0)
+    inline = NotebookBottleneck(32, 4)
+    package = Bottleneck(32, AdapterConfig("houlsby", reduction_factor=8))
+    package.load_state_dict(inline.state_dict())
+    h = torch.randn(2, 3, 32)
+    torch.testing.assert_close(inline(h), package(h), atol=0, rtol=0)

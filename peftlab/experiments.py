@@ -1,0 +1,84 @@
+"""One experiment = a fresh base model + one method + training on one task + evaluation.
+
+    result = run("lora", "addition", steps=200, lr=3e-3, seed=0)
+    result["accuracy"], result["trainable"], result["train_seconds"], result["losses"]
+
+The chapters of the course compare methods, learning rates, ranks and seeds with this one
+function, so every number in a table comes from the same recipe. ``METHODS`` names what can
+be run; each entry applies a method from this package to a fresh model.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from peftlab import bottleneck, hybrid, ia3, lora, prompt, qlora
+from peftlab.inject import count_parameters
+from peftlab.model import load_base
+from peftlab.tasks import load_task
+from peftlab.train import TrainConfig, evaluate, train
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _full(model, tokenizer, **_):
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+def _lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=False, **_):
+    lora.add_lora(model, lora.LoraConfig(r=r, alpha=alpha if alpha is not None else 2 * r, target_modules=targets,
+                                         use_rslora=use_rslora))
+
+
+def _prompt(model, tokenizer, n=16, init="vocab", init_text=None, **_):
+    prompt.add_prompt(model, prompt.PromptTuningConfig(n, init=init, init_text=init_text), tokenizer=tokenizer)
+
+
+METHODS: dict[str, tuple[Callable, float]] = {  # name -> (apply to a fresh model, default learning rate)
+    "full fine-tuning": (_full, 1e-3),
+    "LoRA": (_lora, 3e-3),
+    "LoRA q,v": (lambda m, t, **kw: _lora(m, t, **{"targets": ("q_proj", "v_proj"), **kw}), 3e-3),
+    "IA3": (lambda m, t, **_: ia3.add_ia3(m), 3e-2),
+    "adapter (Houlsby)": (lambda m, t, reduction_factor=16, **_: bottleneck.add_adapter(
+        m, "task", bottleneck.AdapterConfig("houlsby", reduction_factor=reduction_factor)), 3e-3),
+    "adapter (Pfeiffer)": (lambda m, t, reduction_factor=16, **_: bottleneck.add_adapter(
+        m, "task", bottleneck.AdapterConfig("pfeiffer", reduction_factor=reduction_factor)), 3e-3),
+    "prompt tuning": (_prompt, 1e-1),
+    "QLoRA": (lambda m, t, r=8, **_: qlora.add_qlora(m, lora.LoraConfig(r=r, alpha=2 * r, target_modules=ALL_LINEAR)),
+              3e-3),
+    "prompt + LoRA": (lambda m, t, n=16, **_: hybrid.add_prompt_and_lora(
+        m, prompt.PromptTuningConfig(n), lora.LoraConfig(target_modules=("q_proj", "v_proj")), tokenizer=t), 3e-3),
+    "adapter + LoRA": (lambda m, t, **_: hybrid.add_adapter_and_lora(
+        m, "task", bottleneck.AdapterConfig("pfeiffer"), lora.LoraConfig(target_modules=("q_proj", "v_proj"))), 3e-3),
+    "QLoRA base + adapter": (lambda m, t, **_: hybrid.add_qlora_base_and_adapter(
+        m, "task", bottleneck.AdapterConfig("houlsby")), 3e-3),
+}
+
+
+def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed: int = 0, batch_size: int = 32,
+        eval_limit: int = 200, model=None, tokenizer=None, **method_kwargs) -> dict:
+    """Apply ``method`` to a fresh base model (or to ``model``), train on ``task``, evaluate on validation.
+
+    Returns accuracy and loss on the validation split, trainable parameters, training time,
+    the per-step losses, and the trained model (key ``model``) for further use.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    apply, default_lr = METHODS[method]
+    if model is None:
+        model, tokenizer = load_base()
+    torch.manual_seed(seed)  # the method's random initialisation
+    apply(model, tokenizer, **method_kwargs)
+    params = count_parameters(model)
+    start = time.perf_counter()
+    losses = train(model, tokenizer, load_task(task, "train"),
+                   TrainConfig(steps=steps, lr=lr or default_lr, batch_size=batch_size, seed=seed, progress=False))
+    seconds = time.perf_counter() - start
+    result = evaluate(model, tokenizer, load_task(task, "validation", limit=eval_limit))
+    return {"method": method, "task": task, "lr": lr or default_lr, "seed": seed, "steps": steps,
+            "accuracy": result["accuracy"], "loss": result["loss"], "trainable": params["trainable"],
+            "total": params["total"], "train_seconds": seconds, "losses": losses, "model": model}
