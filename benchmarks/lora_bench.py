@@ -25,7 +25,7 @@ from peftlab.train import collate
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
     torch.manual_seed(0)
     base, tokenizer = load_base()
@@ -46,15 +46,17 @@ def main():
                                     "peft": training_step(production, train_batch)}, repeats=args.repeats)
         scratch.eval()
         merged = peftlab.merge_and_unload(copy.deepcopy(scratch))
-        latency = forward_latency({"base": base, "unmerged": scratch, "merged": merged}, infer_batch,
-                                  repeats=args.repeats)
+        # a second copy of the base model measures the noise floor: two identical models
+        latency = forward_latency({"base": base, "base copy": copy.deepcopy(base), "unmerged": scratch,
+                                   "merged": merged}, infer_batch, repeats=args.repeats)
         results.append((label, step, latency))
 
     print(f"{'LoRA r=8 on':12s} {'train step scratch/peft':>24s} {'merged/base':>12s} {'unmerged/base':>14s}"
-          f"   (ms: step scratch, peft; forward base, unmerged, merged)")
+          f" {'noise: copy/base':>17s}   (ms: step scratch, peft; forward base, unmerged, merged)")
     for label, step, lat in results:
         print(f"{label:12s} {step['scratch'] / step['peft']:24.3f} {lat['merged'] / lat['base']:12.3f} "
-              f"{lat['unmerged'] / lat['base']:14.3f}   ({step['scratch'] * 1e3:.1f}, {step['peft'] * 1e3:.1f}; "
+              f"{lat['unmerged'] / lat['base']:14.3f} {lat['base copy'] / lat['base']:17.3f}"
+              f"   ({step['scratch'] * 1e3:.1f}, {step['peft'] * 1e3:.1f}; "
               f"{lat['base'] * 1e3:.2f}, {lat['unmerged'] * 1e3:.2f}, {lat['merged'] * 1e3:.2f})")
     print()
     for label, step, lat in results:
