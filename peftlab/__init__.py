@@ -14,14 +14,13 @@ import logging
 # fetch a kernel from a hub at run time) is absent; its own fallback kernels are used instead.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from peftlab.inject import InjectionError, count_parameters
+from peftlab.inject import ALL_LINEAR, InjectionError, count_parameters
 from peftlab.lora import (LoraConfig, add_lora, disable_lora, load_lora, merge_and_unload, merge_lora, remove_lora,
                           save_lora, unmerge_lora)
 from peftlab.model import load_base
 from peftlab.tasks import TASK_NAMES, load_task
 from peftlab.train import TrainConfig, evaluate, train
 
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 __all__ = ["ALL_LINEAR", "InjectionError", "LoraConfig", "TASK_NAMES", "TrainConfig", "add_lora", "count_parameters",
            "disable_lora", "evaluate", "load_base", "load_lora", "load_task", "merge_and_unload", "merge_lora",

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from peftlab.checkpoint import check_tensors, load_folder, save_folder
-from peftlab.inject import InjectionError, Wrapper, count_parameters, find_targets, freeze_except, unwrap, wrap_targets
+from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, set_submodule,
+                            unwrap, wrap_targets)
 
 PLACEMENTS = ("houlsby", "pfeiffer")
 HOULSBY_TARGETS = ("self_attn.o_proj", "mlp")  # after attention (its output projection) and after the MLP
@@ -211,8 +212,6 @@ def delete_adapter(model: nn.Module, name: str) -> None:
 
 
 def unwrap_one(model: nn.Module, path: str) -> None:
-    from peftlab.inject import set_submodule
-
     set_submodule(model, path, model.get_submodule(path).base_layer)
 
 

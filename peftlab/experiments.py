@@ -16,12 +16,11 @@ from typing import Callable
 import torch
 
 from peftlab import bottleneck, hybrid, ia3, lora, prompt, qlora
-from peftlab.inject import count_parameters
+from peftlab.inject import ALL_LINEAR, count_parameters
 from peftlab.model import load_base
 from peftlab.tasks import load_task
 from peftlab.train import TrainConfig, evaluate, train
 
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def _full(model, tokenizer, **_):

@@ -44,6 +44,9 @@ class FrozenLinear(nn.Module):
 
 LINEAR_TYPES = (nn.Linear, FrozenLinear)
 
+# Every linear layer of a Llama-style block, by the names Llama-3, Mistral and Qwen use.
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 class InjectionError(ValueError):
     """A target module could not be found or wrapped."""

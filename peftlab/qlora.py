@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.inject import InjectionError, find_targets, set_submodule
+from peftlab.inject import ALL_LINEAR, InjectionError, find_targets, set_submodule
 from peftlab.lora import LoraConfig, add_lora
 from peftlab.nf4 import NF4Linear
 
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def quantize_model(model: nn.Module, targets=ALL_LINEAR, double_quant: bool = True) -> dict:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from peftlab.inject import ALL_LINEAR  # noqa: F401  (re-exported for the tests)
 
 
 def tiny_llama(seed: int = 0):
