@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
-from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, unwrap,
-                            wrap_targets, wrappers)
+from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except,
+                            required_wrappers, unwrap, wrap_targets)
 
 
 @dataclass
@@ -100,10 +100,7 @@ def add_ia3(model: nn.Module, config: IA3Config = IA3Config()) -> dict:
 
 
 def ia3_layers(model: nn.Module) -> list[tuple[str, IA3Linear]]:
-    layers = list(wrappers(model, IA3Linear))
-    if not layers:
-        raise ValueError("this model has no IA3 layers; add them with peftlab.ia3.add_ia3(model, config)")
-    return layers
+    return required_wrappers(model, IA3Linear, "peftlab.ia3.add_ia3(model, config)")
 
 
 @contextlib.contextmanager

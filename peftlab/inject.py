@@ -121,6 +121,14 @@ def wrappers(model: nn.Module, wrapper_type: type = Wrapper) -> Iterator[tuple[s
             yield path, m
 
 
+def required_wrappers(model: nn.Module, wrapper_type: type, how_to_add: str) -> list[tuple[str, Wrapper]]:
+    """The model's wrappers of one method, or an error saying how to add that method."""
+    found = list(wrappers(model, wrapper_type))
+    if not found:
+        raise ValueError(f"this model has no {wrapper_type.method_name} layers; add them with {how_to_add}")
+    return found
+
+
 def unwrap(model: nn.Module, wrapper_type: type = Wrapper) -> list[str]:
     """Put every ``base_layer`` back in place of its wrapper; return the paths restored."""
     paths = [path for path, _ in wrappers(model, wrapper_type)]

@@ -28,7 +28,7 @@ from torch import nn
 
 from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
 from peftlab.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
-                            freeze_except, unwrap, wrap_targets, wrappers)
+                            freeze_except, required_wrappers, unwrap, wrap_targets)
 
 
 @dataclass
@@ -134,10 +134,7 @@ def add_lora(model: nn.Module, config: LoraConfig = LoraConfig()) -> dict:
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
-    layers = list(wrappers(model, LoRALinear))
-    if not layers:
-        raise ValueError("this model has no LoRA layers; add them with peftlab.lora.add_lora(model, config)")
-    return layers
+    return required_wrappers(model, LoRALinear, "peftlab.lora.add_lora(model, config)")
 
 
 def merge_lora(model: nn.Module) -> None:

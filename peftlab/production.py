@@ -101,6 +101,14 @@ def add_ia3_peft(model: nn.Module, config=None):
                                                      task_type="CAUSAL_LM"))
 
 
+def _adapterhub_bottleneck(config):
+    """AdapterHub's config for peftlab's AdapterConfig: DoubleSeqBnConfig (houlsby) or SeqBnConfig (pfeiffer)."""
+    import adapters
+
+    return {"houlsby": adapters.DoubleSeqBnConfig, "pfeiffer": adapters.SeqBnConfig}[config.placement](
+        reduction_factor=config.reduction_factor, non_linearity=config.non_linearity)
+
+
 def add_adapter_adapterhub(model: nn.Module, name: str, config=None):
     """The same bottleneck adapter through AdapterHub ``adapters``: DoubleSeqBnConfig (houlsby) or SeqBnConfig (pfeiffer).
 
@@ -112,9 +120,7 @@ def add_adapter_adapterhub(model: nn.Module, name: str, config=None):
 
     from peftlab.bottleneck import AdapterConfig
 
-    config = config or AdapterConfig()
-    hub_config = {"houlsby": adapters.DoubleSeqBnConfig, "pfeiffer": adapters.SeqBnConfig}[config.placement](
-        reduction_factor=config.reduction_factor, non_linearity=config.non_linearity)
+    hub_config = _adapterhub_bottleneck(config or AdapterConfig())
     if not hasattr(model, "adapters_config"):
         adapters.init(model)
     model.add_adapter(name, config=hub_config)
@@ -193,10 +199,8 @@ def add_adapter_and_lora_adapterhub(model: nn.Module, name: str, adapter_config,
 
     if set(lora_config.target_modules) != {"q_proj", "v_proj"} or lora_config.use_rslora or lora_config.dropout:
         raise ValueError("AdapterHub's LoRA here is the q,v form without rsLoRA or dropout; use target_modules=('q_proj', 'v_proj')")
-    hub_adapter = {"houlsby": adapters.DoubleSeqBnConfig, "pfeiffer": adapters.SeqBnConfig}[adapter_config.placement](
-        reduction_factor=adapter_config.reduction_factor, non_linearity=adapter_config.non_linearity)
     union = adapters.ConfigUnion(adapters.LoRAConfig(r=lora_config.r, alpha=lora_config.alpha, attn_matrices=["q", "v"]),
-                                 hub_adapter)
+                                 _adapterhub_bottleneck(adapter_config))
     if not hasattr(model, "adapters_config"):
         adapters.init(model)
     model.add_adapter(name, config=union)

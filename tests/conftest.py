@@ -25,6 +25,18 @@ def tokens():
     return torch.randint(0, 257, (3, 11), generator=g)
 
 
+def changed_by_training(model, steps: int = 3) -> set[str]:
+    """Names of the parameters that a few AdamW steps on random tokens changed."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x = torch.randint(0, 257, (4, 10), generator=torch.Generator().manual_seed(0))
+    for _ in range(steps):
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+
+
 def randomize_lora_B(model, seed: int = 1):
     """B starts at zero (identity); give it values so that comparisons test the LoRA path too."""
     g = torch.Generator().manual_seed(seed)

@@ -5,6 +5,8 @@ import copy
 import pytest
 import torch
 
+from conftest import changed_by_training
+
 from peftlab import bottleneck as bn
 from peftlab.inject import InjectionError
 from peftlab.production import add_adapter_adapterhub, copy_adapter_weights
@@ -82,14 +84,7 @@ def test_only_the_active_adapter_trains(make_tiny):
     model = make_tiny()
     bn.add_adapter(model, "a")
     bn.add_adapter(model, "b")
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    x = torch.randint(0, 257, (4, 10), generator=torch.Generator().manual_seed(0))
-    for _ in range(3):
-        model(input_ids=x, labels=x).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    changed = changed_by_training(model)
     assert changed and all(".adapters.b." in n for n in changed)
 
 

@@ -6,6 +6,8 @@ import peft
 import pytest
 import torch
 
+from conftest import changed_by_training
+
 from peftlab import ia3
 from peftlab.inject import InjectionError
 from peftlab.production import add_ia3_peft
@@ -65,14 +67,7 @@ def test_disabled_equals_base_and_folded_equals_unfolded(make_tiny, tokens):
 def test_only_ia3_vectors_train(make_tiny):
     model = make_tiny()
     ia3.add_ia3(model)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    x = torch.randint(0, 257, (4, 10), generator=torch.Generator().manual_seed(0))
-    for _ in range(3):
-        model(input_ids=x, labels=x).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    changed = changed_by_training(model)
     assert changed and all(n.endswith(".ia3_l") for n in changed)
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import ALL_LINEAR, randomize_lora_B
+from conftest import ALL_LINEAR, changed_by_training, randomize_lora_B
 from peftlab import lora
 from peftlab.inject import InjectionError
 
@@ -41,14 +41,7 @@ def test_disabled_equals_base(make_tiny, tokens):
 def test_only_lora_parameters_change_in_training(make_tiny):
     model = make_tiny()
     lora.add_lora(model, lora.LoraConfig(target_modules=ALL_LINEAR))
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    x = torch.randint(0, 257, (4, 10), generator=torch.Generator().manual_seed(0))
-    for _ in range(3):
-        model(input_ids=x, labels=x).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    changed = changed_by_training(model)
     assert changed, "nothing trained"
     assert all(".lora_A." in n or ".lora_B." in n for n in changed)
     assert any(".lora_A." in n for n in changed) and any(".lora_B." in n for n in changed)
