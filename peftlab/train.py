@@ -80,7 +80,7 @@ def train(model, tokenizer, examples: list[dict], config: TrainConfig = TrainCon
     model.train()
     losses = []
     bar = tqdm(batches(examples, config.batch_size, config.steps, config.seed), total=config.steps,
-               disable=not config.progress, desc="training", leave=False)
+               disable=not config.progress, desc="training", leave=False, mininterval=0.5)
     for batch_examples in bar:
         loss = forward(model, collate(tokenizer, batch_examples))
         loss.backward()
