@@ -28,7 +28,7 @@ from torch import nn
 
 from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
 from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except,
-                            required_wrappers, unwrap, wrap_targets)
+                            required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
 
 @dataclass
@@ -109,13 +109,8 @@ def disable_ia3(model: nn.Module):
     layers = [layer for _, layer in ia3_layers(model)]
     if any(layer.folded for layer in layers):
         raise RuntimeError("IA3 is folded into the weights and cannot be switched off; reload the base model")
-    for layer in layers:
-        layer.disabled = True
-    try:
+    with wrappers_disabled(layers):
         yield model
-    finally:
-        for layer in layers:
-            layer.disabled = False
 
 
 def fold_ia3(model: nn.Module) -> nn.Module:

@@ -16,6 +16,7 @@ method cannot wrap is an error naming the type.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from typing import Callable, Iterable, Iterator
 
@@ -127,6 +128,18 @@ def required_wrappers(model: nn.Module, wrapper_type: type, how_to_add: str) -> 
     if not found:
         raise ValueError(f"this model has no {wrapper_type.method_name} layers; add them with {how_to_add}")
     return found
+
+
+@contextlib.contextmanager
+def wrappers_disabled(layers: list[Wrapper]):
+    """Set ``disabled`` on each wrapper for the duration of a ``with`` block (restored even on error)."""
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.disabled = False
 
 
 def unwrap(model: nn.Module, wrapper_type: type = Wrapper) -> list[str]:

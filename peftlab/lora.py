@@ -28,7 +28,7 @@ from torch import nn
 
 from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
 from peftlab.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
-                            freeze_except, required_wrappers, unwrap, wrap_targets)
+                            freeze_except, required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
 
 @dataclass
@@ -154,13 +154,10 @@ def disable_lora(model: nn.Module):
     remerge = [layer for layer in layers if layer.merged]
     for layer in remerge:
         layer.unmerge()
-    for layer in layers:
-        layer.disabled = True
     try:
-        yield model
+        with wrappers_disabled(layers):
+            yield model
     finally:
-        for layer in layers:
-            layer.disabled = False
         for layer in remerge:
             layer.merge()
 

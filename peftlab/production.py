@@ -116,11 +116,15 @@ def add_adapter_adapterhub(model: nn.Module, name: str, config=None):
     Note: with transformers 4.57 AdapterHub's Llama layers do not fill the KV cache, so
     generate with ``use_cache=False`` (see README).
     """
-    import adapters
-
     from peftlab.bottleneck import AdapterConfig
 
-    hub_config = _adapterhub_bottleneck(config or AdapterConfig())
+    return _add_adapterhub(model, name, _adapterhub_bottleneck(config or AdapterConfig()))
+
+
+def _add_adapterhub(model: nn.Module, name: str, hub_config):
+    """``adapters.init`` (once), add the adapter, activate it and freeze the rest."""
+    import adapters
+
     if not hasattr(model, "adapters_config"):
         adapters.init(model)
     model.add_adapter(name, config=hub_config)
@@ -201,11 +205,7 @@ def add_adapter_and_lora_adapterhub(model: nn.Module, name: str, adapter_config,
         raise ValueError("AdapterHub's LoRA here is the q,v form without rsLoRA or dropout; use target_modules=('q_proj', 'v_proj')")
     union = adapters.ConfigUnion(adapters.LoRAConfig(r=lora_config.r, alpha=lora_config.alpha, attn_matrices=["q", "v"]),
                                  _adapterhub_bottleneck(adapter_config))
-    if not hasattr(model, "adapters_config"):
-        adapters.init(model)
-    model.add_adapter(name, config=union)
-    model.train_adapter(name)
-    return model
+    return _add_adapterhub(model, name, union)
 
 
 def copy_hybrid_weights_to_adapterhub(scratch: nn.Module, hub: nn.Module, name: str) -> None:
