@@ -64,6 +64,41 @@ def dynamic_codebook() -> torch.Tensor:
     return torch.tensor(sorted(levels), dtype=torch.float32)
 
 
+def int4_codebook() -> torch.Tensor:
+    """Uniform symmetric 4-bit levels k/7, k = -7..7 (15 levels; bitsandbytes' "int4" table)."""
+    return torch.arange(-7, 8, dtype=torch.float32) / 7
+
+
+def fp4_codebook() -> torch.Tensor:
+    """4-bit floats, 1 sign, 2 exponent and 1 mantissa bit (E2M1, exponent bias 2, as bitsandbytes' "fp4").
+
+    Magnitudes 0, 0.0625 (subnormal), 2, 3, 4, 6, 8, 12, divided by 12 to span [-1, 1];
+    +0 and -0 are one level, so 15 distinct values.
+    """
+    magnitudes = torch.tensor([0.0, 0.0625, 2, 3, 4, 6, 8, 12]) / 12
+    return torch.cat([-magnitudes[1:].flip(0), magnitudes])
+
+
+CODEBOOKS = {"NF4": nf4_codebook, "int4": int4_codebook, "FP4": fp4_codebook}
+
+
+def quantize_dequantize(x: torch.Tensor, codebook: str | torch.Tensor = "NF4", blocksize: int = BLOCKSIZE) -> torch.Tensor:
+    """``x`` after a round trip through a 4-bit codebook with blockwise absmax (no packing): what the
+    weight becomes. ``codebook`` is a name in ``CODEBOOKS`` or a sorted tensor of levels in [-1, 1].
+    With the NF4 codebook this equals ``dequantize_nf4(quantize_nf4(x, blocksize))``.
+    """
+    if isinstance(codebook, str):
+        if codebook not in CODEBOOKS:
+            raise ValueError(f"unknown codebook {codebook!r}; choose one of {', '.join(CODEBOOKS)} or pass a tensor of levels")
+        codebook = CODEBOOKS[codebook]()
+    if blocksize < 1:
+        raise ValueError(f"blocksize must be >= 1, got {blocksize}")
+    _check_finite(x)
+    absmax, scaled = _block_scale(x.detach().reshape(-1).float(), blocksize)
+    values = codebook[_nearest(scaled, codebook)]
+    return _times_block_scale(values, absmax, blocksize).reshape(x.shape).to(x.dtype)
+
+
 def _check_finite(x: torch.Tensor) -> None:
     bad = ~torch.isfinite(x)
     if bad.any():

@@ -1,0 +1,122 @@
+"""How much memory does fine-tuning a decoder model take? Counted from its shape, not measured.
+
+    shape = ModelShape.known("Llama-2-7B")
+    estimate(shape, "qlora")           # {"weights": bytes, "quantization constants": ..., ...}
+
+This counts what every training step must hold whatever the data: the weights (16-bit, or
+4-bit NF4 with its scales), the trainable parameters' 32-bit copies, their gradients and the
+AdamW states. The accounting follows the QLoRA paper (Dettmers et al. 2023, arXiv 2305.14314):
+16-bit full fine-tuning keeps 16-bit weights and gradients and two 32-bit Adam moments,
+12 bytes per parameter -- "more than 780 GB" for a 65B model. Activations come on top and grow
+with batch size and sequence length; they are not counted here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peftlab.inject import ALL_LINEAR
+
+GB = 1e9  # decimal gigabytes, as GPU memory is sold ("24 GB")
+GPUS_GB = (24, 48, 80, 141)
+METHODS = ("full fine-tuning", "LoRA", "QLoRA")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A Llama-style decoder: what its parameter count and LoRA's size depend on."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied_embeddings: bool = False
+
+    def __post_init__(self):
+        for field in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        if self.hidden % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
+
+    @classmethod
+    def from_config(cls, config) -> "ModelShape":
+        """From a ``transformers`` Llama-style config."""
+        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size,
+                   config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+                   config.vocab_size, bool(getattr(config, "tie_word_embeddings", False)))
+
+    @classmethod
+    def known(cls, name: str) -> "ModelShape":
+        if name not in KNOWN_SHAPES:
+            raise ValueError(f"unknown model {name!r}; known shapes: {', '.join(KNOWN_SHAPES)}")
+        return KNOWN_SHAPES[name]
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear layer in one decoder layer."""
+        kv = self.hidden // self.heads * self.kv_heads
+        return {"q_proj": (self.hidden, self.hidden), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
+                "o_proj": (self.hidden, self.hidden), "gate_proj": (self.hidden, self.intermediate),
+                "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
+
+    def linear_parameters(self) -> int:
+        """Parameters in the decoder layers' linear layers: what QLoRA quantizes."""
+        return self.layers * sum(i * o for i, o in self.linear_shapes().values())
+
+    def parameters(self) -> int:
+        embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+        norms = self.layers * 2 * self.hidden + self.hidden
+        return self.linear_parameters() + embeddings + norms
+
+    def lora_parameters(self, r: int = 8, targets=ALL_LINEAR) -> int:
+        shapes = self.linear_shapes()
+        unknown = [t for t in targets if t not in shapes]
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}; a Llama layer has {', '.join(shapes)}")
+        if r <= 0:
+            raise ValueError(f"rank r must be positive, got {r}")
+        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
+
+
+KNOWN_SHAPES = {  # from each model's published config.json
+    "Llama-2-7B": ModelShape(32, 4096, 11008, 32, 32, 32000),
+    "Llama-2-13B": ModelShape(40, 5120, 13824, 40, 40, 32000),
+    "LLaMA-33B": ModelShape(60, 6656, 17920, 52, 52, 32000),
+    "LLaMA-65B": ModelShape(80, 8192, 22016, 64, 64, 32000),
+    "Llama-2-70B": ModelShape(80, 8192, 28672, 64, 8, 32000),
+}
+
+
+def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LINEAR,
+             double_quant: bool = True, blocksize: int = 64) -> dict[str, float]:
+    """Bytes held during training, by part, excluding activations. ``method``: one of ``METHODS``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    total = shape.parameters()
+    if method == "full fine-tuning":
+        return {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 0,
+                "gradients": 2 * total, "optimizer states": 8 * total}
+    trainable = shape.lora_parameters(r, targets)
+    parts = {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 4 * trainable,
+             "gradients": 4 * trainable, "optimizer states": 8 * trainable}
+    if method == "QLoRA":
+        quantized = shape.linear_parameters()
+        # 4 bits per weight; one scale per block: 32 bits, or 8 bits plus a 32-bit scale per 256 scales
+        scale_bits = 8 / blocksize + 32 / (blocksize * 256) if double_quant else 32 / blocksize
+        parts["weights"] = quantized * 4 / 8 + 2 * (total - quantized)  # embeddings and norms stay 16-bit
+        parts["quantization constants"] = quantized * scale_bits / 8
+    return parts
+
+
+def total_gb(parts: dict[str, float]) -> float:
+    return sum(parts.values()) / GB
+
+
+def fits(parts: dict[str, float], gpu_gb: float) -> bool:
+    """Whether the counted parts alone fit (activations still need room)."""
+    return total_gb(parts) <= gpu_gb

@@ -1,0 +1,177 @@
+"""The course's interactive explorers: ipywidgets controls beside a plotly ``FigureWidget``.
+
+Each function returns an ``Explorer`` (a ``VBox``) whose figure is updated in place when a
+control changes. The numbers come from ``peftlab.explore``; this file only draws them.
+
+    rank_explorer({"layer 0 q_proj": W})          # in a notebook cell: the last expression
+    explorer.controls["r"].value = 16              # what a slider drag does (tests do this)
+"""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from peftlab import explore
+from peftlab.nf4 import CODEBOOKS
+
+
+class Explorer(widgets.VBox):
+    """Controls above a figure; ``update()`` redraws the figure from the controls' values."""
+
+    def __init__(self, title: str, controls: dict[str, widgets.Widget], figure: go.FigureWidget, update):
+        self.title, self.controls, self.figure, self._update = title, controls, figure, update
+        self.status = widgets.HTML()
+        super().__init__([widgets.HBox(list(controls.values())), self.status, figure])
+        for control in controls.values():
+            control.observe(lambda change: self.update(), names="value")
+        self.update()
+
+    def update(self) -> None:
+        with self.figure.batch_update():
+            self.status.value = self._update({name: c.value for name, c in self.controls.items()})
+
+    def __repr__(self) -> str:  # what a notebook without a widget frontend (and nbval) prints
+        return f"{self.title} (interactive: open in JupyterLab and move the controls)"
+
+
+def _figure(left: str, right: str) -> go.FigureWidget:
+    fig = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=(left, right)))
+    fig.update_layout(height=360, width=900, margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def rank_explorer(matrices: dict[str, torch.Tensor]) -> Explorer:
+    """Pick a matrix and a rank r: its singular values, and the energy a rank-r approximation keeps."""
+    if not matrices:
+        raise ValueError("rank_explorer needs at least one matrix")
+    profiles = {name: explore.rank_profile(m) for name, m in matrices.items()}
+    first = next(iter(profiles.values()))
+    controls = {"matrix": widgets.Dropdown(options=list(profiles), description="matrix"),
+                "r": widgets.IntSlider(value=min(8, len(first["singular_values"])), min=1,
+                                       max=len(first["singular_values"]), description="rank r")}
+    fig = _figure("singular values (relative to the largest)", "energy kept by the best rank-r approximation")
+    fig.add_bar(name="kept (first r)", row=1, col=1)
+    fig.add_bar(name="dropped", row=1, col=1)
+    fig.add_scatter(mode="lines", name="energy kept", row=1, col=2)
+    fig.add_scatter(mode="markers", marker=dict(size=12), name="your r", row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_xaxes(title_text="index", row=1, col=1)
+    fig.update_xaxes(title_text="rank r", row=1, col=2)
+
+    def update(values):
+        profile = profiles[values["matrix"]]
+        n = len(profile["singular_values"])
+        controls["r"].max = n
+        r = min(values["r"], n)
+        s = profile["singular_values"]
+        top = s[0] or 1.0
+        rel = [v / top for v in s]
+        fig.data[0].x, fig.data[0].y = list(range(1, r + 1)), rel[:r]
+        fig.data[1].x, fig.data[1].y = list(range(r + 1, n + 1)), rel[r:]
+        fig.data[2].x, fig.data[2].y = list(range(1, n + 1)), profile["energy_kept"]
+        fig.data[3].x, fig.data[3].y = [r], [profile["energy_kept"][r - 1]]
+        summary = explore.rank_summary(profile, r)
+        return (f"<b>{values['matrix']}</b> {profile['shape'][0]}×{profile['shape'][1]}: rank {r} keeps "
+                f"{summary['energy_kept']:.1%} of the energy (relative error {summary['relative_error']:.3f}); "
+                f"a rank-{r} LoRA update has {summary['lora_parameters']:,} parameters vs "
+                f"{summary['dense_parameters']:,} dense ({summary['lora_parameters'] / summary['dense_parameters']:.1%})")
+
+    return Explorer("rank explorer", controls, fig, update)
+
+
+def lr_explorer(results: list[dict]) -> Explorer:
+    """Pick a method and a learning rate from a sweep: its training curve among the others, and
+    validation loss against learning rate for every method."""
+    table = explore.lr_table(results)
+    methods = list(table)
+    controls = {"method": widgets.Dropdown(options=methods, description="method"),
+                "lr": widgets.SelectionSlider(options=[(f"{lr:g}", lr) for lr in table[methods[0]]["lrs"]],
+                                              description="learning rate")}
+    fig = _figure("training loss (smoothed) at each rate", "validation loss after training")
+    for _ in range(max(len(entry["lrs"]) for entry in table.values())):
+        fig.add_scatter(mode="lines", line=dict(width=1, color="lightgray"), showlegend=False, row=1, col=1)
+    curve_traces = len(fig.data)
+    fig.add_scatter(mode="lines", line=dict(width=3), name="selected rate", row=1, col=1)
+    for method in methods:
+        fig.add_scatter(x=table[method]["lrs"], y=[v if math.isfinite(v) else None for v in table[method]["val_loss"]],
+                        mode="lines+markers", name=method, row=1, col=2)
+    fig.add_scatter(mode="markers", marker=dict(size=16, symbol="circle-open", line=dict(width=3)),
+                    name="selected", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="learning rate", row=1, col=2)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+
+    shown = {"method": methods[0]}
+
+    def update(values):
+        entry = table[values["method"]]
+        if shown["method"] != values["method"]:  # another method: offer its rates, keeping the rate if it has it
+            shown["method"] = values["method"]
+            keep = values["lr"] if values["lr"] in entry["lrs"] else entry["best_lr"] or entry["lrs"][0]
+            controls["lr"].options = [(f"{lr:g}", lr) for lr in entry["lrs"]]
+            controls["lr"].value = keep
+        lr = controls["lr"].value
+        index = entry["lrs"].index(lr)
+        for i in range(curve_traces):
+            curve = entry["curves"][i] if i < len(entry["curves"]) else []
+            fig.data[i].x, fig.data[i].y = list(range(1, len(curve) + 1)), curve
+        selected = entry["curves"][index]
+        fig.data[curve_traces].x, fig.data[curve_traces].y = list(range(1, len(selected) + 1)), selected
+        loss = entry["val_loss"][index]
+        fig.data[-1].x, fig.data[-1].y = [lr], [loss if math.isfinite(loss) else None]
+        best = entry["best_lr"]
+        return (f"<b>{values['method']}</b> at learning rate {lr:g}: validation loss {loss:.3f}; "
+                f"best rate for {values['method']} in this sweep: {best:g}" if best is not None else
+                f"<b>{values['method']}</b>: every run in the sweep diverged")
+
+    return Explorer("learning-rate explorer", controls, fig, update)
+
+
+def quantization_explorer(weights: dict[str, torch.Tensor], blocksizes=(16, 32, 64, 128, 256, 1024, 4096)) -> Explorer:
+    """Pick a weight matrix, a 4-bit codebook and a block size: where the codebook's 16 levels fall
+    among the block-scaled weights, and the error of each codebook at each block size."""
+    if not weights:
+        raise ValueError("quantization_explorer needs at least one weight")
+    controls = {"weight": widgets.Dropdown(options=list(weights), description="weight"),
+                "codebook": widgets.Dropdown(options=list(CODEBOOKS), value="NF4", description="codebook"),
+                "blocksize": widgets.SelectionSlider(options=list(blocksizes), value=64 if 64 in blocksizes else blocksizes[0],
+                                                     description="block size")}
+    fig = _figure("weights ÷ their block's absmax, and the 16 levels", "relative error of the round trip")
+    fig.add_bar(name="weights (histogram)", marker_color="lightsteelblue", row=1, col=1)
+    fig.add_scatter(mode="markers", marker=dict(symbol="line-ns-open", size=24, line=dict(width=2)), name="levels",
+                    row=1, col=1)
+    for name in CODEBOOKS:
+        fig.add_scatter(mode="lines+markers", name=name, row=1, col=2)
+    fig.add_scatter(mode="markers", marker=dict(size=16, symbol="circle-open", line=dict(width=3)), name="selected",
+                    row=1, col=2)
+    fig.update_xaxes(type="log", title_text="block size", row=1, col=2)
+    fig.update_xaxes(range=[-1.05, 1.05], row=1, col=1)
+    errors_cache: dict[str, dict] = {}
+
+    def update(values):
+        weight = weights[values["weight"]]
+        if values["weight"] not in errors_cache:
+            errors_cache[values["weight"]] = explore.quantization_errors({values["weight"]: weight},
+                                                                         blocksizes=blocksizes)
+        errors = errors_cache[values["weight"]]
+        scaled = explore.scaled_block_values(weight, values["blocksize"])
+        counts = torch.histc(scaled, bins=80, min=-1, max=1)
+        centers = torch.linspace(-1 + 1 / 80, 1 - 1 / 80, 80)
+        fig.data[0].x, fig.data[0].y = centers.tolist(), (counts / counts.sum()).tolist()
+        levels = CODEBOOKS[values["codebook"]]().tolist()
+        fig.data[1].x, fig.data[1].y = levels, [0.0] * len(levels)
+        for i, name in enumerate(CODEBOOKS):
+            fig.data[2 + i].x, fig.data[2 + i].y = list(blocksizes), [errors[name][b] for b in blocksizes]
+        error = errors[values["codebook"]][values["blocksize"]]
+        fig.data[-1].x, fig.data[-1].y = [values["blocksize"]], [error]
+        others = ", ".join(f"{n} {errors[n][values['blocksize']]:.4f}" for n in CODEBOOKS if n != values["codebook"])
+        return (f"<b>{values['weight']}</b>, {values['codebook']}, blocks of {values['blocksize']}: relative error "
+                f"{error:.4f} (at this block size: {others})")
+
+    return Explorer("quantization explorer", controls, fig, update)
