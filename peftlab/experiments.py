@@ -33,11 +33,26 @@ def _lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=Fals
                                          use_rslora=use_rslora))
 
 
+def _peft_lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=False, use_dora=False, **_):
+    """peft's own LoRA, for its variants: DoRA (``use_dora``) and rsLoRA (``use_rslora``)."""
+    import peft
+
+    from peftlab.inject import find_targets
+
+    find_targets(model, targets)  # peftlab's clear error for a misspelt target, before peft sees it
+    return peft.get_peft_model(model, peft.LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r,
+                                                      target_modules=list(targets), use_rslora=use_rslora,
+                                                      use_dora=use_dora, lora_dropout=0.0, bias="none",
+                                                      task_type="CAUSAL_LM"))
+
+
 def _prompt(model, tokenizer, n=16, init="vocab", init_text=None, **_):
     prompt.add_prompt(model, prompt.PromptTuningConfig(n, init=init, init_text=init_text), tokenizer=tokenizer)
 
 
-METHODS: dict[str, tuple[Callable, float]] = {  # name -> (apply to a fresh model, default learning rate)
+# name -> (apply to a fresh model, default learning rate). An apply function changes the model in
+# place, or returns the model to train instead (peft wraps it in a PeftModel).
+METHODS: dict[str, tuple[Callable, float]] = {
     "full fine-tuning": (_full, 1e-3),
     "LoRA": (_lora, 3e-3),
     "LoRA q,v": (lambda m, t, **kw: _lora(m, t, **{"targets": ("q_proj", "v_proj"), **kw}), 3e-3),
@@ -46,6 +61,9 @@ METHODS: dict[str, tuple[Callable, float]] = {  # name -> (apply to a fresh mode
         m, "task", bottleneck.AdapterConfig("houlsby", reduction_factor=reduction_factor)), 3e-3),
     "adapter (Pfeiffer)": (lambda m, t, reduction_factor=16, **_: bottleneck.add_adapter(
         m, "task", bottleneck.AdapterConfig("pfeiffer", reduction_factor=reduction_factor)), 3e-3),
+    "LoRA (peft)": (_peft_lora, 3e-3),
+    "DoRA (peft)": (lambda m, t, **kw: _peft_lora(m, t, **{"use_dora": True, **kw}), 3e-3),
+    "rsLoRA (peft)": (lambda m, t, **kw: _peft_lora(m, t, **{"use_rslora": True, **kw}), 3e-3),
     "prompt tuning": (_prompt, 1e-1),
     "QLoRA": (lambda m, t, r=8, **_: qlora.add_qlora(m, lora.LoraConfig(r=r, alpha=2 * r, target_modules=ALL_LINEAR)),
               3e-3),
@@ -71,7 +89,9 @@ def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed:
     if model is None:
         model, tokenizer = load_base()
     torch.manual_seed(seed)  # the method's random initialisation
-    apply(model, tokenizer, **method_kwargs)
+    applied = apply(model, tokenizer, **method_kwargs)
+    if isinstance(applied, torch.nn.Module):
+        model = applied
     params = count_parameters(model)
     start = time.perf_counter()
     losses = train(model, tokenizer, load_task(task, "train"),

@@ -19,7 +19,7 @@ from peftlab.inject import ALL_LINEAR
 
 GB = 1e9  # decimal gigabytes, as GPU memory is sold ("24 GB")
 GPUS_GB = (24, 48, 80, 141)
-METHODS = ("full fine-tuning", "LoRA", "QLoRA")
+METHODS = ("full fine-tuning", "LoRA", "QLoRA", "IA3", "adapter (Houlsby)", "adapter (Pfeiffer)", "prompt tuning")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,24 @@ class ModelShape:
             raise ValueError(f"rank r must be positive, got {r}")
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
 
+    def trainable_parameters(self, method: str, r: int = 8, targets=ALL_LINEAR, reduction_factor: int = 16,
+                             prompt_tokens: int = 16) -> int:
+        """What ``method`` trains on this shape, counted as peftlab (and peft / AdapterHub) builds it."""
+        if method == "full fine-tuning":
+            return self.parameters()
+        if method in ("LoRA", "QLoRA"):
+            return self.lora_parameters(r, targets)
+        if method == "IA3":  # keys, values (outputs) and down_proj (its input)
+            shapes = self.linear_shapes()
+            return self.layers * (shapes["k_proj"][1] + shapes["v_proj"][1] + shapes["down_proj"][0])
+        if method in ("adapter (Houlsby)", "adapter (Pfeiffer)"):
+            width = self.hidden // reduction_factor
+            one = 2 * self.hidden * width + width + self.hidden  # down and up projections with biases
+            return self.layers * one * (2 if method == "adapter (Houlsby)" else 1)
+        if method == "prompt tuning":
+            return prompt_tokens * self.hidden
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
 
 KNOWN_SHAPES = {  # from each model's published config.json
     "Llama-2-7B": ModelShape(32, 4096, 11008, 32, 32, 32000),
@@ -94,14 +112,16 @@ KNOWN_SHAPES = {  # from each model's published config.json
 
 def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LINEAR,
              double_quant: bool = True, blocksize: int = 64) -> dict[str, float]:
-    """Bytes held during training, by part, excluding activations. ``method``: one of ``METHODS``."""
+    """Bytes held during training, by part, excluding activations. ``method``: one of ``METHODS``;
+    every method but full fine-tuning keeps a frozen 16-bit base (QLoRA: 4-bit) plus 16 bytes per
+    trainable parameter (32-bit copy, gradient, two AdamW moments)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     total = shape.parameters()
     if method == "full fine-tuning":
         return {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 0,
                 "gradients": 2 * total, "optimizer states": 8 * total}
-    trainable = shape.lora_parameters(r, targets)
+    trainable = shape.trainable_parameters(method, r, targets)
     parts = {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 4 * trainable,
              "gradients": 4 * trainable, "optimizer states": 8 * trainable}
     if method == "QLoRA":

@@ -52,3 +52,23 @@ def test_bad_shapes_and_methods_are_refused_clearly():
         memory.ModelShape.known("GPT-5")
     with pytest.raises(ValueError, match="unknown target"):
         memory.ModelShape.known("Llama-2-7B").lora_parameters(8, ("qproj",))
+
+
+def test_trainable_counts_match_the_package_on_the_bundled_model():
+    import copy
+
+    from peftlab import bottleneck, ia3, lora, load_base, prompt
+
+    base, tokenizer = load_base()
+    shape = memory.ModelShape.from_config(base.config)
+    builders = {"LoRA": lambda m: lora.add_lora(m, lora.LoraConfig(r=8, target_modules=ALL_LINEAR)),
+                "IA3": lambda m: ia3.add_ia3(m),
+                "adapter (Houlsby)": lambda m: bottleneck.add_adapter(m, "a", bottleneck.AdapterConfig("houlsby")),
+                "adapter (Pfeiffer)": lambda m: bottleneck.add_adapter(m, "a", bottleneck.AdapterConfig("pfeiffer")),
+                "prompt tuning": lambda m: prompt.add_prompt(m, prompt.PromptTuningConfig(16), tokenizer=tokenizer)}
+    for method, build in builders.items():
+        model = copy.deepcopy(base)
+        build(model)
+        counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert shape.trainable_parameters(method) == counted, method
+    assert shape.trainable_parameters("full fine-tuning") == sum(p.numel() for p in base.parameters())

@@ -1,5 +1,7 @@
 """Scratch QLoRA (NF4 base + LoRA) against transformers + bitsandbytes + peft on the bundled model."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -57,8 +59,26 @@ def test_with_double_quant_the_gap_is_small_against_quantization_itself(batch):
     assert gap < 0.1 * quantization, (float(gap), float(quantization))
 
 
+def _gradient_change_after_eval(model, tokenizer) -> float:
+    """|gradient after an evaluation pass| / |gradient before|, same weights and batch (1.0 when all is well)."""
+    batch = collate(tokenizer, load_task("addition")[:16])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.02)
+
+    def norm():
+        model.zero_grad()
+        model(**batch).loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]).norm().item()
+
+    before = norm()
+    evaluate(model, tokenizer, load_task("addition", "validation")[:16])
+    return norm() / before
+
+
 def test_production_qlora_survives_the_cpu_eval_trap():
-    """Train, evaluate (a no-grad pass), train again: the loss must still move."""
+    """Train, evaluate (a no-grad pass), train again: the loss must still move, the gradients stay right."""
     torch.manual_seed(0)
     hub, tokenizer = load_base_4bit()
     model = add_lora_peft(hub, LoraConfig(target_modules=ALL_LINEAR))
@@ -70,6 +90,22 @@ def test_production_qlora_survives_the_cpu_eval_trap():
     assert second[-1] < first[0] - 1
     changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert len(changed) == len(before), "every LoRA tensor still receives updates after evaluation"
+    guarded, _ = load_base_4bit()
+    assert _gradient_change_after_eval(add_lora_peft(guarded, LoraConfig(target_modules=ALL_LINEAR)), tokenizer) \
+        == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.skipif(not (Path("/proc/cpuinfo").exists() and "avx512_bf16" in Path("/proc/cpuinfo").read_text()),
+                    reason="the trap exists only on CPUs with AVX512-BF16")
+def test_the_trap_is_real_without_the_guard():
+    """Without the guard, the check above fails on this CPU: the guard is what makes it pass."""
+    from transformers import BitsAndBytesConfig
+
+    torch.manual_seed(0)
+    plain, tokenizer = load_base(quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+    ratio = _gradient_change_after_eval(add_lora_peft(plain, LoraConfig(target_modules=ALL_LINEAR)), tokenizer)
+    assert ratio < 0.5
 
 
 def test_scratch_qlora_trains_only_lora_and_starts_at_the_quantized_base(batch):
