@@ -35,15 +35,11 @@ def _lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=Fals
 
 def _peft_lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=False, use_dora=False, **_):
     """peft's own LoRA, for its variants: DoRA (``use_dora``) and rsLoRA (``use_rslora``)."""
-    import peft
+    from peftlab.production import add_lora_variant_peft
 
-    from peftlab.inject import find_targets
-
-    find_targets(model, targets)  # peftlab's clear error for a misspelt target, before peft sees it
-    return peft.get_peft_model(model, peft.LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r,
-                                                      target_modules=list(targets), use_rslora=use_rslora,
-                                                      use_dora=use_dora, lora_dropout=0.0, bias="none",
-                                                      task_type="CAUSAL_LM"))
+    return add_lora_variant_peft(model, lora.LoraConfig(r=r, alpha=alpha if alpha is not None else 2 * r,
+                                                        target_modules=targets, use_rslora=use_rslora),
+                                 use_dora=use_dora)
 
 
 def _prompt(model, tokenizer, n=16, init="vocab", init_text=None, **_):

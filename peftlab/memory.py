@@ -107,23 +107,30 @@ KNOWN_SHAPES = {  # from each model's published config.json
     "LLaMA-33B": ModelShape(60, 6656, 17920, 52, 52, 32000),
     "LLaMA-65B": ModelShape(80, 8192, 22016, 64, 64, 32000),
     "Llama-2-70B": ModelShape(80, 8192, 28672, 64, 8, 32000),
+    "Llama-3.2-1B": ModelShape(16, 2048, 8192, 32, 8, 128256, tied_embeddings=True),
+    "Llama-3.2-3B": ModelShape(28, 3072, 8192, 24, 8, 128256, tied_embeddings=True),
+    "Llama-3.1-8B": ModelShape(32, 4096, 14336, 32, 8, 128256),
 }
 
 
 def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LINEAR,
-             double_quant: bool = True, blocksize: int = 64) -> dict[str, float]:
+             double_quant: bool = True, blocksize: int = 64, reduction_factor: int = 16, prompt_tokens: int = 16,
+             optimizer: str = "AdamW 32-bit") -> dict[str, float]:
     """Bytes held during training, by part, excluding activations. ``method``: one of ``METHODS``;
     every method but full fine-tuning keeps a frozen 16-bit base (QLoRA: 4-bit) plus 16 bytes per
     trainable parameter (32-bit copy, gradient, two AdamW moments)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    state_bytes = OPTIMIZERS[optimizer][0]
     total = shape.parameters()
     if method == "full fine-tuning":
         return {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 0,
-                "gradients": 2 * total, "optimizer states": 8 * total}
-    trainable = shape.trainable_parameters(method, r, targets)
+                "gradients": 2 * total, "optimizer states": state_bytes * total}
+    trainable = shape.trainable_parameters(method, r, targets, reduction_factor, prompt_tokens)
     parts = {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 4 * trainable,
-             "gradients": 4 * trainable, "optimizer states": 8 * trainable}
+             "gradients": 4 * trainable, "optimizer states": state_bytes * trainable}
     if method == "QLoRA":
         quantized = shape.linear_parameters()
         # 4 bits per weight; one scale per block: 32 bits, or 8 bits plus a 32-bit scale per 256 scales
@@ -131,6 +138,89 @@ def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LI
         parts["weights"] = quantized * 4 / 8 + 2 * (total - quantized)  # embeddings and norms stay 16-bit
         parts["quantization constants"] = quantized * scale_bits / 8
     return parts
+
+
+OPTIMIZERS = {  # bytes of optimizer state per trainable parameter, and whether it lives in paged (CPU-evictable) memory
+    "AdamW 32-bit": (8.0, False),                 # two fp32 moments
+    "AdamW 8-bit": (2.0 + 2 * 4 / 256, False),    # two 8-bit moments + an fp32 scale per block of 256 each (bitsandbytes)
+    "paged AdamW 32-bit": (8.0, True),
+    "paged AdamW 8-bit": (2.0 + 2 * 4 / 256, True),
+}
+LOGIT_BYTES = 12  # per vocabulary entry per token at the loss: bf16 logits, their fp32 copy / log-softmax and its gradient (measured)
+WORKSPACE = 64 * 2**20  # cuBLAS workspace, taken from PyTorch's allocator at the first matrix product (measured on an H200)
+
+
+def activation_bytes_per_token(shape: ModelShape, method: str, targets=ALL_LINEAR, reduction_factor: int = 16) -> int:
+    """Bytes one token's activations keep for the backward pass, in one decoder layer (bf16 model, SDPA attention).
+
+    Counted from what autograd saves in transformers' Llama layer: full fine-tuning keeps each RMSNorm's fp32
+    input and bf16 output, every linear layer's bf16 input, the rotated queries, the repeated keys and values and
+    the attention output, and the MLP's gate, SiLU and up outputs: 26 h + 8 i bytes. A frozen base keeps only
+    what the gradient must pass through (norm inputs in fp32, attention, MLP products: 16 h + 6 i), plus what
+    the method needs -- peft's LoRA casts each adapted layer's input to its fp32 weights and keeps that copy
+    (4 bytes x in_features per target).
+    """
+    h, i = shape.hidden, shape.intermediate
+    kv = shape.hidden // shape.heads * shape.kv_heads
+    if method == "full fine-tuning":
+        return 26 * h + 8 * i
+    frozen = 8 * h + 8 * h + 6 * i
+    inputs = {name: fan_in for name, (fan_in, _) in shape.linear_shapes().items()}
+    if method in ("LoRA", "QLoRA"):
+        return frozen + sum(4 * inputs[t] for t in targets)
+    if method == "IA3":  # the scaled outputs of k and v, and the input of down_proj (not checked on a GPU)
+        return frozen + 2 * kv + 2 * kv + 2 * i
+    if method in ("adapter (Houlsby)", "adapter (Pfeiffer)"):  # input, hidden and activation per adapter (not checked)
+        width = h // reduction_factor
+        return frozen + (2 if method == "adapter (Houlsby)" else 1) * (2 * h + 2 * width + 2 * width)
+    if method == "prompt tuning":
+        return frozen
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, batch: int = 1,
+                    gradient_checkpointing: bool = False, optimizer: str = "AdamW 32-bit", r: int = 8,
+                    targets=ALL_LINEAR, double_quant: bool = True, reduction_factor: int = 16,
+                    prompt_tokens: int = 16) -> dict:
+    """Peak memory of a training step on a GPU, by part, for a bf16 model (QLoRA: NF4 + bf16 compute).
+
+    Returns ``{"parts": {name: bytes}, "peak": bytes, "dominant": name}``. The peak is not always the
+    sum of the parts: in full fine-tuning the gradients are allocated during the backward pass while
+    the activations are being freed, so the peak holds the larger of the two (plus the static parts).
+    Checked against measured GPU peaks in ``benchmarks/gpu_memory_measurements.json`` for full
+    fine-tuning, LoRA and QLoRA (tests/test_memory.py); the other methods are counted the same way
+    but were not measured.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    for name, value in (("seq", seq), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if method == "prompt tuning":
+        seq += prompt_tokens  # the virtual tokens run through every layer like real ones
+    static = estimate(shape, method, r=r, targets=targets, double_quant=double_quant,
+                      reduction_factor=reduction_factor, prompt_tokens=prompt_tokens, optimizer=optimizer)
+    tokens = seq * batch
+    per_layer = activation_bytes_per_token(shape, method, targets, reduction_factor)
+    logits = tokens * (LOGIT_BYTES * shape.vocab + 4 * shape.hidden)
+    if gradient_checkpointing:  # each layer keeps its input; the loss, or one recomputed layer, comes on top
+        activations = tokens * shape.layers * 2 * shape.hidden
+        dynamic = activations + max(logits, tokens * per_layer)
+    else:
+        activations = tokens * shape.layers * per_layer
+        dynamic = activations + logits
+    gradients = static.pop("gradients")
+    parts = {**static, "gradients": gradients, "activations": activations, "logits": logits, "workspace": WORKSPACE}
+    steady = sum(static.values()) + WORKSPACE
+    if method == "full fine-tuning":
+        # gradients appear as activations are freed: the peak holds the larger of the two. A tied embedding
+        # gets two gradients (from the input and the output layer), summed out of place at the end: +2 copies.
+        end_of_backward = gradients + (2 * 2 * shape.vocab * shape.hidden if shape.tied_embeddings else 0)
+        peak = steady + max(end_of_backward, dynamic)
+    else:
+        peak = steady + gradients + dynamic
+    dominant = max(parts, key=parts.get)
+    return {"parts": parts, "peak": peak, "dominant": dominant}
 
 
 def total_gb(parts: dict[str, float]) -> float:

@@ -17,15 +17,15 @@ from peftlab import lora
 BACKENDS = ("scratch", "peft")
 
 
-def to_peft_lora_config(config: lora.LoraConfig):
+def to_peft_lora_config(config: lora.LoraConfig, use_dora: bool = False):
     import peft
 
     return peft.LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
                            target_modules=list(config.target_modules), use_rslora=config.use_rslora,
-                           bias="none", task_type="CAUSAL_LM")
+                           use_dora=use_dora, bias="none", task_type="CAUSAL_LM")
 
 
-def add_lora_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig()):
+def add_lora_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(), use_dora: bool = False):
     """``peft.get_peft_model`` with the same rank, scaling, dropout and targets as peftlab's LoRA.
 
     peft would silently accept a target list in which some names match nothing; peftlab's
@@ -39,7 +39,13 @@ def add_lora_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig())
     if isinstance(model, peft.PeftModel):
         raise ValueError("this model is already a peft PeftModel; start again from a fresh base model "
                          "(peftlab.load_base()) instead of adding LoRA a second time")
-    return peft.get_peft_model(model, to_peft_lora_config(config))
+    return peft.get_peft_model(model, to_peft_lora_config(config, use_dora))
+
+
+def add_lora_variant_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(), use_dora: bool = False):
+    """peft's LoRA with its variants switched on: DoRA (``use_dora``; Liu et al. 2024) and rsLoRA
+    (``config.use_rslora``). These have no scratch version in peftlab; the course measures them through peft."""
+    return add_lora_peft(model, config, use_dora=use_dora)
 
 
 def apply_lora(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(), backend: str = "scratch"):

@@ -175,3 +175,46 @@ def quantization_explorer(weights: dict[str, torch.Tensor], blocksizes=(16, 32, 
                 f"{error:.4f} (at this block size: {others})")
 
     return Explorer("quantization explorer", controls, fig, update)
+
+
+def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Explorer:
+    """Pick a model, a method and a training setup: where the memory goes, the peak, and whether it fits a GPU."""
+    from peftlab import memory
+
+    models = models or memory.KNOWN_SHAPES
+    if not models:
+        raise ValueError("memory_explorer needs at least one model shape")
+    controls = {"model": widgets.Dropdown(options=list(models), description="model"),
+                "method": widgets.Dropdown(options=list(memory.METHODS), value="QLoRA", description="method"),
+                "seq": widgets.SelectionSlider(options=list(seqs), value=2048 if 2048 in seqs else seqs[0],
+                                               description="sequence"),
+                "batch": widgets.IntSlider(value=1, min=1, max=16, description="batch"),
+                "checkpointing": widgets.Checkbox(value=False, description="gradient checkpointing"),
+                "optimizer": widgets.Dropdown(options=list(memory.OPTIMIZERS), description="optimizer"),
+                "gpu": widgets.Dropdown(options=[(f"{g} GB", g) for g in memory.GPUS_GB], value=24, description="GPU")}
+    fig = _figure("where the memory goes (GB)", "peak vs sequence length (GB)")
+    fig.add_bar(orientation="h", row=1, col=1, showlegend=False)
+    for method in ("full fine-tuning", "LoRA", "QLoRA"):
+        fig.add_scatter(mode="lines+markers", name=method, row=1, col=2)
+    fig.add_scatter(mode="lines", line=dict(dash="dot", color="red"), name="GPU", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="sequence length", row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2)
+
+    def update(values):
+        shape = models[values["model"]]
+        setup = dict(batch=values["batch"], gradient_checkpointing=values["checkpointing"],
+                     optimizer=values["optimizer"])
+        result = memory.training_memory(shape, values["method"], seq=values["seq"], **setup)
+        parts = {k: v / memory.GB for k, v in result["parts"].items() if v > 0}
+        fig.data[0].y, fig.data[0].x = list(parts), [round(v, 3) for v in parts.values()]
+        for i, method in enumerate(("full fine-tuning", "LoRA", "QLoRA")):
+            fig.data[1 + i].x = list(seqs)
+            fig.data[1 + i].y = [round(memory.training_memory(shape, method, seq=s, **setup)["peak"] / memory.GB, 2)
+                                 for s in seqs]
+        fig.data[4].x, fig.data[4].y = [seqs[0], seqs[-1]], [values["gpu"]] * 2
+        peak = result["peak"] / memory.GB
+        verdict = "fits" if peak <= values["gpu"] else "does not fit"
+        return (f"<b>{values['model']}</b>, {values['method']}: estimated peak <b>{peak:.1f} GB</b> — {verdict} "
+                f"a {values['gpu']} GB GPU (largest part: {result['dominant']}; the CUDA context comes on top)")
+
+    return Explorer("memory explorer", controls, fig, update)

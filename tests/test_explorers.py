@@ -139,3 +139,23 @@ def test_quantization_explorer_moves_with_its_controls():
                 explorer.controls["codebook"].value = codebook
                 explorer.controls["blocksize"].value = blocksize  # every offered value works
     assert "relative error" in explorer.status.value
+
+
+def test_memory_explorer_moves_with_its_controls():
+    explorer = widgets.memory_explorer()
+    assert "QLoRA" in explorer.status.value and "GB" in explorer.status.value
+    bars = explorer.figure.data[0]
+    before = tuple(bars.x)
+    explorer.controls["checkpointing"].value = True
+    assert tuple(bars.x) != before, "checkpointing shrinks the activations bar"
+    explorer.controls["model"].value = "LLaMA-65B"
+    explorer.controls["gpu"].value = 24
+    assert "does not fit" in explorer.status.value
+    explorer.controls["gpu"].value = 141
+    for method in explorer.controls["method"].options:  # every offered value works
+        for optimizer in explorer.controls["optimizer"].options:
+            explorer.controls["method"].value = method
+            explorer.controls["optimizer"].value = optimizer
+    explorer.controls["seq"].value = 8192
+    explorer.controls["batch"].value = 16
+    assert explorer.figure.data[4].y == (141, 141)

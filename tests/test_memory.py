@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -8,7 +11,8 @@ from peftlab.inject import ALL_LINEAR
 
 def test_known_shapes_have_their_published_parameter_counts():
     published = {"Llama-2-7B": 6_738_415_616, "Llama-2-13B": 13_015_864_320, "LLaMA-33B": 32_528_943_616,
-                 "LLaMA-65B": 65_285_660_672, "Llama-2-70B": 68_976_648_192}
+                 "LLaMA-65B": 65_285_660_672, "Llama-2-70B": 68_976_648_192,
+                 "Llama-3.2-1B": 1_235_814_400, "Llama-3.2-3B": 3_212_749_824, "Llama-3.1-8B": 8_030_261_248}
     for name, count in published.items():
         assert memory.ModelShape.known(name).parameters() == count, name
 
@@ -72,3 +76,68 @@ def test_trainable_counts_match_the_package_on_the_bundled_model():
         counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert shape.trainable_parameters(method) == counted, method
     assert shape.trainable_parameters("full fine-tuning") == sum(p.numel() for p in base.parameters())
+
+
+MEASUREMENTS = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_memory_measurements.json"
+
+
+def test_estimator_within_10_percent_of_every_measured_gpu_peak():
+    """benchmarks/gpu_memory.py measured these peaks on an H200; the estimate must stay within 10% of each."""
+    data = json.loads(MEASUREMENTS.read_text())
+    assert len(data["rows"]) >= 36 and {r["set"] for r in data["rows"]} == {"calibration", "held out"}
+    sizes = {r["model"] for r in data["rows"]}
+    assert len(sizes) >= 3 and {r["method"] for r in data["rows"]} == {"full fine-tuning", "LoRA", "QLoRA"}
+    errors = []
+    for r in data["rows"]:
+        shape = memory.ModelShape(r["num_hidden_layers"], r["hidden_size"], r["intermediate_size"],
+                                  r["num_attention_heads"], r["num_key_value_heads"], r["vocab_size"],
+                                  r["tie_word_embeddings"])
+        estimate = memory.training_memory(shape, r["method"], seq=r["seq"], batch=r["batch"],
+                                          gradient_checkpointing=r["gradient_checkpointing"],
+                                          optimizer=r["optimizer"], r=r["lora_r"] or 8,
+                                          targets=tuple(r["lora_targets"] or ALL_LINEAR))
+        errors.append((abs(estimate["peak"] / r["peak_bytes"] - 1), r["model"], r["method"], r["seq"]))
+    worst = max(errors)
+    assert worst[0] < 0.10, f"estimate off by {worst[0]:.1%} for {worst[1:]}"
+
+
+def test_training_memory_parts_and_bad_input():
+    shape = memory.ModelShape.known("Llama-2-7B")
+    lora = memory.training_memory(shape, "LoRA", seq=2048)
+    qlora = memory.training_memory(shape, "QLoRA", seq=2048)
+    assert qlora["parts"]["activations"] == lora["parts"]["activations"], "the same activations on a 4-bit base"
+    assert qlora["peak"] < lora["peak"]
+    checkpointed = memory.training_memory(shape, "QLoRA", seq=2048, gradient_checkpointing=True)
+    assert checkpointed["parts"]["activations"] < qlora["parts"]["activations"] / 10
+    assert memory.training_memory(shape, "full fine-tuning", optimizer="AdamW 8-bit")["peak"] < \
+        memory.training_memory(shape, "full fine-tuning")["peak"]
+    for method in memory.METHODS:
+        assert memory.training_memory(shape, method)["peak"] > 0
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+        memory.training_memory(shape, "LoRA", optimizer="adam")
+    with pytest.raises(ValueError, match="seq must be a positive integer"):
+        memory.training_memory(shape, "LoRA", seq=0)
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        memory.training_memory(shape, "LoRA", batch=-1)
+    with pytest.raises(ValueError, match="unknown method"):
+        memory.training_memory(shape, "LORA")
+
+
+def test_command_line_reports_and_refuses_clearly(capsys, tmp_path):
+    from peftlab.cli import main
+
+    assert main(["memory", "--model", "Llama-2-7B", "--method", "QLoRA", "--seq", "2048", "--gpu", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "activations" in out and "peak (estimated)" in out and "fits a 24 GB GPU" in out
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+                                  "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}))
+    assert main(["memory", "--config", str(config), "--method", "full fine-tuning"]) == 0
+    assert main(["memory", "--layers", "2", "--hidden", "64", "--intermediate", "128", "--heads", "3",
+                 "--vocab", "100"]) == 2
+    assert "heads (3) must divide hidden (64)" in capsys.readouterr().err
+    assert main(["memory", "--model", "Llama-2-7B", "--layers", "3"]) == 2
+    assert "describe the model one way" in capsys.readouterr().err
+    assert main(["memory", "--config", str(tmp_path / "missing.json")]) == 2
+    with pytest.raises(SystemExit):
+        main(["memory", "--model", "Llama-2-7B", "--method", "lora"])  # argparse names the valid choices

@@ -1,0 +1,95 @@
+"""The ``peftlab`` command line.
+
+    peftlab memory --model Llama-2-7B --method QLoRA --seq 2048 --gpu 24
+    peftlab memory --config path/to/config.json --method LoRA --r 16 --gradient-checkpointing
+    peftlab memory --layers 32 --hidden 4096 --intermediate 11008 --heads 32 --kv-heads 32 --vocab 32000 --method "full fine-tuning"
+
+(also ``python -m peftlab memory ...``). Estimates come from ``peftlab.memory.training_memory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from peftlab import memory
+from peftlab.inject import ALL_LINEAR
+
+
+def _shape(args) -> memory.ModelShape:
+    numbers = [args.layers, args.hidden, args.intermediate, args.heads, args.vocab]
+    given = sum(x is not None for x in (args.model, args.config)) + (any(n is not None for n in numbers))
+    if given != 1:
+        raise ValueError("describe the model one way: --model NAME, --config config.json, or all of --layers --hidden "
+                         "--intermediate --heads --vocab (and optionally --kv-heads, --tied)")
+    if args.model:
+        return memory.ModelShape.known(args.model)
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"no config file at {path}")
+        config = json.loads(path.read_text())
+        missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                               "vocab_size") if k not in config]
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(missing)}: is it a decoder model's config.json?")
+        return memory.ModelShape(config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"],
+                                 config["num_attention_heads"],
+                                 config.get("num_key_value_heads") or config["num_attention_heads"],
+                                 config["vocab_size"], bool(config.get("tie_word_embeddings", False)))
+    if any(n is None for n in numbers):
+        raise ValueError("with numbers, give all of --layers --hidden --intermediate --heads --vocab")
+    return memory.ModelShape(args.layers, args.hidden, args.intermediate, args.heads, args.kv_heads or args.heads,
+                             args.vocab, args.tied)
+
+
+def memory_report(args) -> str:
+    shape = _shape(args)
+    result = memory.training_memory(shape, args.method, seq=args.seq, batch=args.batch,
+                                    gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
+                                    r=args.r, targets=tuple(args.targets), double_quant=not args.no_double_quant)
+    lines = [f"{shape.parameters() / 1e9:.2f}B parameters; {args.method}, seq {args.seq} x batch {args.batch}, "
+             f"{args.optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}"]
+    for part, value in result["parts"].items():
+        lines.append(f"  {part:24s} {value / memory.GB:9.2f} GB")
+    peak = result["peak"] / memory.GB
+    lines.append(f"  {'peak (estimated)':24s} {peak:9.2f} GB   (largest part: {result['dominant']})")
+    if args.method == "full fine-tuning":
+        lines.append("  (gradients and activations do not peak together: the peak holds the larger)")
+    lines.append("  (the CUDA context and PyTorch's cache of freed blocks, often 0.5-2 GB, come on top)")
+    for gpu in args.gpu:
+        lines.append(f"  fits a {gpu:g} GB GPU: {'yes' if peak <= gpu else 'no'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="peftlab")
+    commands = parser.add_subparsers(dest="command", required=True)
+    mem = commands.add_parser("memory", help="estimate peak GPU memory of training a decoder model")
+    mem.add_argument("--model", choices=list(memory.KNOWN_SHAPES))
+    mem.add_argument("--config", help="a transformers config.json (Llama-style decoder)")
+    for name in ("layers", "hidden", "intermediate", "heads", "kv-heads", "vocab"):
+        mem.add_argument(f"--{name}", type=int)
+    mem.add_argument("--tied", action="store_true", help="input and output embeddings share weights")
+    mem.add_argument("--method", default="LoRA", choices=list(memory.METHODS))
+    mem.add_argument("--r", type=int, default=8, help="LoRA rank")
+    mem.add_argument("--targets", nargs="+", default=list(ALL_LINEAR), help="LoRA target modules")
+    mem.add_argument("--seq", type=int, default=512)
+    mem.add_argument("--batch", type=int, default=1)
+    mem.add_argument("--gradient-checkpointing", action="store_true")
+    mem.add_argument("--optimizer", default="AdamW 32-bit", choices=list(memory.OPTIMIZERS))
+    mem.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
+    mem.add_argument("--gpu", type=float, nargs="*", default=list(memory.GPUS_GB), help="GPU sizes in GB to check")
+    args = parser.parse_args(argv)
+    try:
+        print(memory_report(args))
+    except ValueError as error:
+        print(f"peftlab memory: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
