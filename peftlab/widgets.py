@@ -26,7 +26,11 @@ class Explorer(widgets.VBox):
     def __init__(self, title: str, controls: dict[str, widgets.Widget], figure: go.FigureWidget, update):
         self.title, self.controls, self.figure, self._update = title, controls, figure, update
         self.status = widgets.HTML()
-        super().__init__([widgets.HBox(list(controls.values())), self.status, figure])
+        for control in controls.values():  # room for the labels, and rows that wrap instead of overflowing
+            control.style.description_width = "initial"
+            control.layout.margin = "2px 16px 2px 0"
+        super().__init__([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")),
+                          self.status, figure])
         for control in controls.values():
             control.observe(lambda change: self.update(), names="value")
         self.update()
@@ -59,7 +63,7 @@ def rank_explorer(matrices: dict[str, torch.Tensor]) -> Explorer:
     fig.add_bar(name="dropped", row=1, col=1)
     fig.add_scatter(mode="lines", name="energy kept", row=1, col=2)
     fig.add_scatter(mode="markers", marker=dict(size=12), name="your r", row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_xaxes(title_text="index", row=1, col=1)
     fig.update_xaxes(title_text="rank r", row=1, col=2)
@@ -103,7 +107,9 @@ def lr_explorer(results: list[dict]) -> Explorer:
                         mode="lines+markers", name=method, row=1, col=2)
     fig.add_scatter(mode="markers", marker=dict(size=16, symbol="circle-open", line=dict(width=3)),
                     name="selected", row=1, col=2)
-    fig.update_xaxes(type="log", title_text="learning rate", row=1, col=2)
+    rates = sorted({lr for entry in table.values() for lr in entry["lrs"]})
+    fig.update_xaxes(type="log", title_text="learning rate", tickvals=rates, ticktext=[f"{lr:g}" for lr in rates],
+                     row=1, col=2)
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_yaxes(title_text="loss", row=1, col=1)
 
@@ -150,7 +156,7 @@ def quantization_explorer(weights: dict[str, torch.Tensor], blocksizes=(16, 32, 
         fig.add_scatter(mode="lines+markers", name=name, row=1, col=2)
     fig.add_scatter(mode="markers", marker=dict(size=16, symbol="circle-open", line=dict(width=3)), name="selected",
                     row=1, col=2)
-    fig.update_xaxes(type="log", title_text="block size", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="block size", tickvals=list(blocksizes), row=1, col=2)
     fig.update_xaxes(range=[-1.05, 1.05], row=1, col=1)
     errors_cache: dict[str, dict] = {}
 
@@ -197,8 +203,8 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
     for method in ("full fine-tuning", "LoRA", "QLoRA"):
         fig.add_scatter(mode="lines+markers", name=method, row=1, col=2)
     fig.add_scatter(mode="lines", line=dict(dash="dot", color="red"), name="GPU", row=1, col=2)
-    fig.update_xaxes(type="log", title_text="sequence length", row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="sequence length", tickvals=list(seqs), row=1, col=2)
+    fig.update_yaxes(type="log", tickvals=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000], row=1, col=2)
 
     def update(values):
         shape = models[values["model"]]
