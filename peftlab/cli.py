@@ -49,8 +49,9 @@ def memory_report(args) -> str:
     shape = _shape(args)
     result = memory.training_memory(shape, args.method, seq=args.seq, batch=args.batch,
                                     gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
-                                    r=args.r, targets=tuple(args.targets), double_quant=not args.no_double_quant)
-    lines = [f"{shape.parameters() / 1e9:.2f}B parameters; {args.method}, seq {args.seq} x batch {args.batch}, "
+                                    r=args.r, targets=tuple(args.targets), double_quant=not args.no_double_quant,
+                                    dtype=args.dtype)
+    lines = [f"{shape.parameters() / 1e9:.2f}B parameters, {args.dtype}; {args.method}, seq {args.seq} x batch {args.batch}, "
              f"{args.optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}"]
     for part, value in result["parts"].items():
         lines.append(f"  {part:24s} {value / memory.GB:9.2f} GB")
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     mem.add_argument("--batch", type=int, default=1)
     mem.add_argument("--gradient-checkpointing", action="store_true")
     mem.add_argument("--optimizer", default="AdamW 32-bit", choices=list(memory.OPTIMIZERS))
+    mem.add_argument("--dtype", default="bf16", choices=list(memory.DTYPE_BYTES), help="the model's weights")
     mem.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
     mem.add_argument("--gpu", type=float, nargs="*", default=list(memory.GPUS_GB), help="GPU sizes in GB to check")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from peftlab.inject import ALL_LINEAR
 
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}  # the model's weights and activations
 GB = 1e9  # decimal gigabytes, as GPU memory is sold ("24 GB")
 GPUS_GB = (24, 48, 80, 141)
 METHODS = ("full fine-tuning", "LoRA", "QLoRA", "IA3", "adapter (Houlsby)", "adapter (Pfeiffer)", "prompt tuning")
@@ -115,7 +116,7 @@ KNOWN_SHAPES = {  # from each model's published config.json
 
 def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LINEAR,
              double_quant: bool = True, blocksize: int = 64, reduction_factor: int = 16, prompt_tokens: int = 16,
-             optimizer: str = "AdamW 32-bit") -> dict[str, float]:
+             optimizer: str = "AdamW 32-bit", dtype: str = "bf16") -> dict[str, float]:
     """Bytes held during training, by part, excluding activations. ``method``: one of ``METHODS``;
     every method but full fine-tuning keeps a frozen 16-bit base (QLoRA: 4-bit) plus 16 bytes per
     trainable parameter (32-bit copy, gradient, two AdamW moments)."""
@@ -123,19 +124,23 @@ def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LI
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    state_bytes = OPTIMIZERS[optimizer][0]
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
+    state_bytes, paged = OPTIMIZERS[optimizer]
+    states = "optimizer states (paged)" if paged else "optimizer states"  # paged: can move to CPU memory under pressure
+    b = DTYPE_BYTES[dtype]
     total = shape.parameters()
     if method == "full fine-tuning":
-        return {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 0,
-                "gradients": 2 * total, "optimizer states": state_bytes * total}
+        return {"weights": b * total, "quantization constants": 0, "trainable (32-bit)": 0,
+                "gradients": b * total, states: state_bytes * total}
     trainable = shape.trainable_parameters(method, r, targets, reduction_factor, prompt_tokens)
-    parts = {"weights": 2 * total, "quantization constants": 0, "trainable (32-bit)": 4 * trainable,
-             "gradients": 4 * trainable, "optimizer states": state_bytes * trainable}
+    parts = {"weights": b * total, "quantization constants": 0, "trainable (32-bit)": 4 * trainable,
+             "gradients": 4 * trainable, states: state_bytes * trainable}
     if method == "QLoRA":
         quantized = shape.linear_parameters()
         # 4 bits per weight; one scale per block: 32 bits, or 8 bits plus a 32-bit scale per 256 scales
         scale_bits = 8 / blocksize + 32 / (blocksize * 256) if double_quant else 32 / blocksize
-        parts["weights"] = quantized * 4 / 8 + 2 * (total - quantized)  # embeddings and norms stay 16-bit
+        parts["weights"] = quantized * 4 / 8 + b * (total - quantized)  # embeddings and norms keep the model's dtype
         parts["quantization constants"] = quantized * scale_bits / 8
     return parts
 
@@ -150,7 +155,8 @@ LOGIT_BYTES = 12  # per vocabulary entry per token at the loss: bf16 logits, the
 WORKSPACE = 64 * 2**20  # cuBLAS workspace, taken from PyTorch's allocator at the first matrix product (measured on an H200)
 
 
-def activation_bytes_per_token(shape: ModelShape, method: str, targets=ALL_LINEAR, reduction_factor: int = 16) -> int:
+def activation_bytes_per_token(shape: ModelShape, method: str, targets=ALL_LINEAR, reduction_factor: int = 16,
+                               dtype: str = "bf16") -> float:
     """Bytes one token's activations keep for the backward pass, in one decoder layer (bf16 model, SDPA attention).
 
     Counted from what autograd saves in transformers' Llama layer: full fine-tuning keeps each RMSNorm's fp32
@@ -158,21 +164,23 @@ def activation_bytes_per_token(shape: ModelShape, method: str, targets=ALL_LINEA
     the attention output, and the MLP's gate, SiLU and up outputs: 26 h + 8 i bytes. A frozen base keeps only
     what the gradient must pass through (norm inputs in fp32, attention, MLP products: 16 h + 6 i), plus what
     the method needs -- peft's LoRA casts each adapted layer's input to its fp32 weights and keeps that copy
-    (4 bytes x in_features per target).
+    (4 bytes x in_features per target). Measured for bf16; for fp32 the tensors kept in the model's dtype
+    double (the norms' fp32 copies do not), a rule not checked on a GPU.
     """
     h, i = shape.hidden, shape.intermediate
     kv = shape.hidden // shape.heads * shape.kv_heads
+    scale = DTYPE_BYTES[dtype] / 2  # the terms below count 2-byte tensors, except the norms' fp32 inputs (8 h)
     if method == "full fine-tuning":
-        return 26 * h + 8 * i
-    frozen = 8 * h + 8 * h + 6 * i
+        return 8 * h + (18 * h + 8 * i) * scale
+    frozen = 8 * h + (8 * h + 6 * i) * scale
     inputs = {name: fan_in for name, (fan_in, _) in shape.linear_shapes().items()}
     if method in ("LoRA", "QLoRA"):
         return frozen + sum(4 * inputs[t] for t in targets)
     if method == "IA3":  # the scaled outputs of k and v, and the input of down_proj (not checked on a GPU)
-        return frozen + 2 * kv + 2 * kv + 2 * i
+        return frozen + (2 * kv + 2 * kv + 2 * i) * scale
     if method in ("adapter (Houlsby)", "adapter (Pfeiffer)"):  # input, hidden and activation per adapter (not checked)
         width = h // reduction_factor
-        return frozen + (2 if method == "adapter (Houlsby)" else 1) * (2 * h + 2 * width + 2 * width)
+        return frozen + (2 if method == "adapter (Houlsby)" else 1) * (2 * h + 2 * width + 2 * width) * scale
     if method == "prompt tuning":
         return frozen
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -181,8 +189,8 @@ def activation_bytes_per_token(shape: ModelShape, method: str, targets=ALL_LINEA
 def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, batch: int = 1,
                     gradient_checkpointing: bool = False, optimizer: str = "AdamW 32-bit", r: int = 8,
                     targets=ALL_LINEAR, double_quant: bool = True, reduction_factor: int = 16,
-                    prompt_tokens: int = 16) -> dict:
-    """Peak memory of a training step on a GPU, by part, for a bf16 model (QLoRA: NF4 + bf16 compute).
+                    prompt_tokens: int = 16, dtype: str = "bf16") -> dict:
+    """Peak memory of a training step on a GPU, by part (QLoRA: NF4 weights, compute in ``dtype``).
 
     Returns ``{"parts": {name: bytes}, "peak": bytes, "dominant": name}``. The peak is not always the
     sum of the parts: in full fine-tuning the gradients are allocated during the backward pass while
@@ -199,12 +207,12 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
     if method == "prompt tuning":
         seq += prompt_tokens  # the virtual tokens run through every layer like real ones
     static = estimate(shape, method, r=r, targets=targets, double_quant=double_quant,
-                      reduction_factor=reduction_factor, prompt_tokens=prompt_tokens, optimizer=optimizer)
+                      reduction_factor=reduction_factor, prompt_tokens=prompt_tokens, optimizer=optimizer, dtype=dtype)
     tokens = seq * batch
-    per_layer = activation_bytes_per_token(shape, method, targets, reduction_factor)
+    per_layer = activation_bytes_per_token(shape, method, targets, reduction_factor, dtype)
     logits = tokens * (LOGIT_BYTES * shape.vocab + 4 * shape.hidden)
     if gradient_checkpointing:  # each layer keeps its input; the loss, or one recomputed layer, comes on top
-        activations = tokens * shape.layers * 2 * shape.hidden
+        activations = tokens * shape.layers * DTYPE_BYTES[dtype] * shape.hidden
         dynamic = activations + max(logits, tokens * per_layer)
     else:
         activations = tokens * shape.layers * per_layer
@@ -215,7 +223,7 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
     if method == "full fine-tuning":
         # gradients appear as activations are freed: the peak holds the larger of the two. A tied embedding
         # gets two gradients (from the input and the output layer), summed out of place at the end: +2 copies.
-        end_of_backward = gradients + (2 * 2 * shape.vocab * shape.hidden if shape.tied_embeddings else 0)
+        end_of_backward = gradients + (2 * DTYPE_BYTES[dtype] * shape.vocab * shape.hidden if shape.tied_embeddings else 0)
         peak = steady + max(end_of_backward, dynamic)
     else:
         peak = steady + gradients + dynamic

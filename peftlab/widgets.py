@@ -197,6 +197,7 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
                 "batch": widgets.IntSlider(value=1, min=1, max=16, description="batch"),
                 "checkpointing": widgets.Checkbox(value=False, description="gradient checkpointing"),
                 "optimizer": widgets.Dropdown(options=list(memory.OPTIMIZERS), description="optimizer"),
+                "dtype": widgets.Dropdown(options=list(memory.DTYPE_BYTES), description="dtype"),
                 "gpu": widgets.Dropdown(options=[(f"{g} GB", g) for g in memory.GPUS_GB], value=24, description="GPU")}
     fig = _figure("where the memory goes (GB)", "peak vs sequence length (GB)")
     fig.add_bar(orientation="h", row=1, col=1, showlegend=False)
@@ -209,7 +210,7 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
     def update(values):
         shape = models[values["model"]]
         setup = dict(batch=values["batch"], gradient_checkpointing=values["checkpointing"],
-                     optimizer=values["optimizer"])
+                     optimizer=values["optimizer"], dtype=values["dtype"])
         result = memory.training_memory(shape, values["method"], seq=values["seq"], **setup)
         parts = {k: v / memory.GB for k, v in result["parts"].items() if v > 0}
         fig.data[0].y, fig.data[0].x = list(parts), [round(v, 3) for v in parts.values()]

@@ -156,6 +156,7 @@ def test_memory_explorer_moves_with_its_controls():
         for optimizer in explorer.controls["optimizer"].options:
             explorer.controls["method"].value = method
             explorer.controls["optimizer"].value = optimizer
+    explorer.controls["dtype"].value = "fp32"
     explorer.controls["seq"].value = 8192
     explorer.controls["batch"].value = 16
     assert explorer.figure.data[4].y == (141, 141)

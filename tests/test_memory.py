@@ -113,6 +113,12 @@ def test_training_memory_parts_and_bad_input():
         memory.training_memory(shape, "full fine-tuning")["peak"]
     for method in memory.METHODS:
         assert memory.training_memory(shape, method)["peak"] > 0
+    fp32 = memory.training_memory(shape, "full fine-tuning", dtype="fp32")
+    assert fp32["parts"]["weights"] == 2 * memory.training_memory(shape, "full fine-tuning")["parts"]["weights"]
+    paged = memory.training_memory(shape, "LoRA", optimizer="paged AdamW 8-bit")
+    assert "optimizer states (paged)" in paged["parts"]
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        memory.training_memory(shape, "LoRA", dtype="int8")
     with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
         memory.training_memory(shape, "LoRA", optimizer="adam")
     with pytest.raises(ValueError, match="seq must be a positive integer"):
