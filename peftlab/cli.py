@@ -30,15 +30,10 @@ def _shape(args) -> memory.ModelShape:
         path = Path(args.config)
         if not path.is_file():
             raise ValueError(f"no config file at {path}")
-        config = json.loads(path.read_text())
-        missing = [k for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-                               "vocab_size") if k not in config]
-        if missing:
-            raise ValueError(f"{path} lacks {', '.join(missing)}: is it a decoder model's config.json?")
-        return memory.ModelShape(config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"],
-                                 config["num_attention_heads"],
-                                 config.get("num_key_value_heads") or config["num_attention_heads"],
-                                 config["vocab_size"], bool(config.get("tie_word_embeddings", False)))
+        try:
+            return memory.ModelShape.from_config(json.loads(path.read_text()))
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     if any(n is None for n in numbers):
         raise ValueError("with numbers, give all of --layers --hidden --intermediate --heads --vocab")
     return memory.ModelShape(args.layers, args.hidden, args.intermediate, args.heads, args.kv_heads or args.heads,

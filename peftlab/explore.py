@@ -88,13 +88,13 @@ def quantization_errors(weights: dict[str, torch.Tensor], codebooks=tuple(CODEBO
     """Error of each codebook at each block size over all ``weights`` together (norms pooled)."""
     if not weights:
         raise ValueError("no weights given")
+    floats = [w.detach().float() for w in weights.values()]
+    squared_norm = sum(w.pow(2).sum() for w in floats)
     out: dict[str, dict[int, float]] = {}
     for name in codebooks:
         out[name] = {}
         for blocksize in blocksizes:
-            squared_error = sum((quantize_dequantize(w.detach().float(), name, blocksize) - w.detach().float()).pow(2).sum()
-                                for w in weights.values())
-            squared_norm = sum(w.detach().float().pow(2).sum() for w in weights.values())
+            squared_error = sum((quantize_dequantize(w, name, blocksize) - w).pow(2).sum() for w in floats)
             out[name][blocksize] = math.sqrt(squared_error / squared_norm)
     return out
 

@@ -23,6 +23,9 @@ GPUS_GB = (24, 48, 80, 141)
 METHODS = ("full fine-tuning", "LoRA", "QLoRA", "IA3", "adapter (Houlsby)", "adapter (Pfeiffer)", "prompt tuning")
 
 
+CONFIG_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """A Llama-style decoder: what its parameter count and LoRA's size depend on."""
@@ -47,10 +50,14 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
-        """From a ``transformers`` Llama-style config."""
-        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size,
-                   config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
-                   config.vocab_size, bool(getattr(config, "tie_word_embeddings", False)))
+        """From a ``transformers`` Llama-style config, or a dict with its keys (a ``config.json``)."""
+        get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+        missing = [k for k in CONFIG_KEYS if get(k) is None]
+        if missing:
+            raise ValueError(f"the config lacks {', '.join(missing)}: is it a decoder model's config?")
+        return cls(get("num_hidden_layers"), get("hidden_size"), get("intermediate_size"), get("num_attention_heads"),
+                   get("num_key_value_heads") or get("num_attention_heads"), get("vocab_size"),
+                   bool(get("tie_word_embeddings", False)))
 
     @classmethod
     def known(cls, name: str) -> "ModelShape":
@@ -229,6 +236,13 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
         peak = steady + gradients + dynamic
     dominant = max(parts, key=parts.get)
     return {"parts": parts, "peak": peak, "dominant": dominant}
+
+
+def estimate_measured(row: dict) -> dict:
+    """``training_memory`` for one row of ``benchmarks/gpu_memory_measurements.json`` (its shape and setup)."""
+    return training_memory(ModelShape.from_config(row), row["method"], seq=row["seq"], batch=row["batch"],
+                           gradient_checkpointing=row["gradient_checkpointing"], optimizer=row["optimizer"],
+                           r=row["lora_r"] or 8, targets=tuple(row["lora_targets"] or ALL_LINEAR))
 
 
 def total_gb(parts: dict[str, float]) -> float:

@@ -89,13 +89,7 @@ def test_estimator_within_10_percent_of_every_measured_gpu_peak():
     assert len(sizes) >= 3 and {r["method"] for r in data["rows"]} == {"full fine-tuning", "LoRA", "QLoRA"}
     errors = []
     for r in data["rows"]:
-        shape = memory.ModelShape(r["num_hidden_layers"], r["hidden_size"], r["intermediate_size"],
-                                  r["num_attention_heads"], r["num_key_value_heads"], r["vocab_size"],
-                                  r["tie_word_embeddings"])
-        estimate = memory.training_memory(shape, r["method"], seq=r["seq"], batch=r["batch"],
-                                          gradient_checkpointing=r["gradient_checkpointing"],
-                                          optimizer=r["optimizer"], r=r["lora_r"] or 8,
-                                          targets=tuple(r["lora_targets"] or ALL_LINEAR))
+        estimate = memory.estimate_measured(r)
         errors.append((abs(estimate["peak"] / r["peak_bytes"] - 1), r["model"], r["method"], r["seq"]))
     worst = max(errors)
     assert worst[0] < 0.10, f"estimate off by {worst[0]:.1%} for {worst[1:]}"
@@ -145,5 +139,9 @@ def test_command_line_reports_and_refuses_clearly(capsys, tmp_path):
     assert main(["memory", "--model", "Llama-2-7B", "--layers", "3"]) == 2
     assert "describe the model one way" in capsys.readouterr().err
     assert main(["memory", "--config", str(tmp_path / "missing.json")]) == 2
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"hidden_size": 64}))
+    assert main(["memory", "--config", str(partial)]) == 2
+    assert "lacks num_hidden_layers" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["memory", "--model", "Llama-2-7B", "--method", "lora"])  # argparse names the valid choices
