@@ -158,8 +158,9 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig = AdapterConf
         wrap_targets(model, fresh, lambda m: AdapterSlot(m, hidden), AdapterSlot, wrappable=(nn.Module,))
     targets = [(p, model.get_submodule(p)) for p, _ in targets]
     param = next(model.parameters())
-    for _, slot in targets:
-        slot.adapters[name] = Bottleneck(hidden, config).to(device=param.device, dtype=param.dtype)
+    with torch.device(param.device):  # built where the model lives: on "meta" (shapes only) nothing is allocated
+        for _, slot in targets:
+            slot.adapters[name] = Bottleneck(hidden, config).to(dtype=param.dtype)
     configs[name] = config
     model.peftlab_adapter_configs = configs
     if activate:

@@ -32,9 +32,12 @@ class TrainConfig:
 
 def collate(tokenizer, examples: list[dict]) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding)."""
-    encoded = [encode_example(tokenizer, ex) for ex in examples]
+    return pad_batch([encode_example(tokenizer, ex) for ex in examples], tokenizer.pad_token_id)
+
+
+def pad_batch(encoded: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """``collate`` for examples already tokenized by ``encode_example``."""
     width = max(len(ids) for ids, _ in encoded)
-    pad = tokenizer.pad_token_id
     input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -74,15 +77,24 @@ def train(model, tokenizer, examples: list[dict], config: TrainConfig = TrainCon
         raise ValueError("no training examples")
     params = trainable_parameters(model)
     torch.manual_seed(config.seed)
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # foreach: one call updates every tensor (the CPU default loops over them in Python); the same update
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
     forward = forward or (lambda m, batch: m(**batch).loss)
+    tokenized: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    def encode(example):  # each example is tokenized once, not at every step: on a model this small
+        key = (example["prompt"], example["answer"])  # the tokenizer costs a tenth of a step
+        if key not in tokenized:
+            tokenized[key] = encode_example(tokenizer, example)
+        return tokenized[key]
+
     model.train()
     losses = []
     bar = tqdm(batches(examples, config.batch_size, config.steps, config.seed), total=config.steps,
                disable=not config.progress, desc="training", leave=False, mininterval=0.5)
     for batch_examples in bar:
-        loss = forward(model, collate(tokenizer, batch_examples))
+        loss = forward(model, pad_batch([encode(ex) for ex in batch_examples], tokenizer.pad_token_id))
         loss.backward()
         opt.step()
         sched.step()
