@@ -122,7 +122,7 @@ def _open(pages, browser, lab, notebook: str) -> dict:
     page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
                            " const k = w && w.sessionContext && w.sessionContext.session"
                            " && w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
-                           timeout=120_000, polling=500)
+                           timeout=300_000, polling=500)
     pages[notebook] = {"page": page, "next": 0}
     return pages[notebook]
 
@@ -142,7 +142,7 @@ def _run_through(entry: dict, snippet: str) -> int:
     }""", [entry["next"], index])
     entry["next"] = index + 1
     page.wait_for_function("""i => window.jupyterapp.shell.currentWidget.content.widgets[i].node
-        .querySelector('.js-plotly-plot .main-svg') !== null""", arg=index, timeout=120_000, polling=500)
+        .querySelector('.js-plotly-plot .main-svg') !== null""", arg=index, timeout=300_000, polling=500)
     return index
 
 
