@@ -24,13 +24,10 @@ test: setup
 # The suite again as on an older CPU (scripts/older_cpu.sh: one instruction-set step below this
 # machine's), so that outputs and asserts are checked against other floating-point round-off than
 # the machine that stored them: every compared output and every assert must still hold. The
-# browser test is left out: it checks widgets, not numbers. Fails if the step down changed nothing.
+# browser test is left out: it checks widgets, not numbers. The script fails if the step down
+# changed nothing.
 test-older-cpu: setup
-	@older="$$(scripts/older_cpu.sh)"; \
-	kernels='import torch; print(torch.backends.cpu.get_cpu_capability())'; \
-	native=$$(.venv/bin/python -c "$$kernels"); imitated=$$(env $$older .venv/bin/python -c "$$kernels"); \
-	echo "peftlab: the suite as on an older CPU: $$older (PyTorch kernels $$native -> $$imitated)"; \
-	if [ "$$native" = "$$imitated" ]; then echo "peftlab: the step down did not change PyTorch's kernels" >&2; exit 1; fi; \
+	older="$$(scripts/older_cpu.sh .venv/bin/python)" && \
 	env $$older $(TEST_ENV) .venv/bin/python -m pytest $(PYTEST_FLAGS) --ignore=tests/test_browser.py
 
 bench: setup
