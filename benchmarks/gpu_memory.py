@@ -1,6 +1,6 @@
-"""Measure peak GPU memory of training steps, for checking ``peftlab.memory`` against reality.
+"""Measure peak GPU memory of training steps, for checking ``peftlab.tools.memory`` against reality.
 
-    python benchmarks/gpu_memory.py --out benchmarks/gpu_memory_measurements.json [--sizes Llama-3.2-1B ...]
+    python benchmarks/gpu_memory.py --out data/results/gpu_memory.json [--sizes Llama-3.2-1B ...]
 
 Needs a CUDA GPU with room for the largest row (an 8B model with full fine-tuning: about 115 GB),
 transformers, peft and bitsandbytes. The models are Llama-shaped with random weights: memory

@@ -6,7 +6,7 @@ Prints
 - training-step time of scratch LoRA relative to peft LoRA (goal: <= 1.10),
 - inference latency of merged LoRA relative to the base model (goal: 1.00 +- 0.03),
 - inference latency of unmerged LoRA relative to the base model (the overhead merging removes).
-Variants are timed in turns (peftlab.measure), so machine drift affects all alike. Only the
+Variants are timed in turns (peftlab.course.measure), so machine drift affects all alike. Only the
 ratios are comparable across machines; milliseconds are printed for context.
 """
 
@@ -18,9 +18,9 @@ import torch
 
 import peftlab
 from peftlab import ALL_LINEAR, LoraConfig, load_base, load_task
-from peftlab.measure import forward_latency, interleaved_medians, training_step
+from peftlab.course.measure import forward_latency, interleaved_medians, training_step
 from peftlab.production import apply_lora, copy_lora_weights
-from peftlab.train import collate
+from peftlab.course.train import collate
 
 
 def main():

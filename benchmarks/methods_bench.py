@@ -6,7 +6,7 @@ Prints, per method: trainable parameters; training-step time relative to LoRA (r
 inference latency relative to the base model, unmerged and, where the method allows it,
 merged/folded; the scratch/production training-step ratio (goal <= 1.10); then soft-prompt
 length vs latency, and the scratch NF4 quantize/dequantize time relative to bitsandbytes' CPU
-kernels. Timings are medians of interleaved repeats (peftlab.measure); only ratios compare
+kernels. Timings are medians of interleaved repeats (peftlab.course.measure); only ratios compare
 across machines.
 """
 
@@ -17,12 +17,13 @@ import platform
 import torch
 
 import peftlab
-from peftlab import ALL_LINEAR, bottleneck, hybrid, ia3, load_base, load_task, lora, nf4, prompt, qlora
-from peftlab.measure import forward_latency, interleaved_medians, training_step
+from peftlab import ALL_LINEAR, load_base, load_task
+from peftlab.methods import bottleneck, hybrid, ia3, lora, nf4, prompt, qlora
+from peftlab.course.measure import forward_latency, interleaved_medians, training_step
 from peftlab.production import (add_adapter_adapterhub, add_adapter_and_lora_adapterhub, add_ia3_peft, add_lora_peft,
                                 add_prompt_peft, load_base_4bit)
-from peftlab.corpus import generate_documents
-from peftlab.train import collate
+from peftlab.course.tasks import load_stories
+from peftlab.course.train import collate
 
 
 def build(base):
@@ -103,7 +104,7 @@ def main():
         m = copy.deepcopy(base)
         prompt.add_prompt(m, prompt.PromptTuningConfig(n, init="random"))
         lengths[f"{n}"] = m
-    stories = [tokenizer(s).input_ids[:64] for s in generate_documents(400, seed=7) if len(tokenizer(s).input_ids) >= 64]
+    stories = [tokenizer(s).input_ids[:64] for s in load_stories() if len(tokenizer(s).input_ids) >= 64]
     long_ids = torch.tensor(stories[:16])
     for label, ids in [(f"task prompts, 64 x {infer_ids.shape[1]} tokens", infer_ids),
                        (f"stories, {long_ids.shape[0]} x {long_ids.shape[1]} tokens", long_ids)]:

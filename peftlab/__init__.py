@@ -2,10 +2,18 @@
 
     from peftlab import load_base, load_task, LoraConfig, add_lora, train, evaluate
 
-One file per method (``peftlab.lora`` ...), one shared mechanism for finding and wrapping
-target modules (``peftlab.inject``), the production recipes beside them
-(``peftlab.production``), a bundled pretrained base model (``data/base``) and tasks
-(``data/tasks``), and a small training loop (``peftlab.train``).
+The package in layers, each using only the ones above it:
+
+- ``peftlab.core``        shared machinery: find, wrap, switch off and freeze target modules; save and load
+- ``peftlab.methods``     the PEFT methods from scratch, one file each (LoRA, adapters, prompt tuning, IA3, NF4, QLoRA, hybrids)
+- ``peftlab.course``      the course's plumbing: its data, base model, tasks, training loop and timing
+- ``peftlab.production``  the same recipes through peft, AdapterHub and bitsandbytes (the only importer of those)
+- ``peftlab.tools``       built on all of it: experiments in one call, the memory calculator, the explorers
+                          (the only module that draws) and the command line
+
+The course's data (base model, tasks, held-out stories, stored GPU measurements) is the
+repository's ``data/`` folder, found by :mod:`peftlab.course.data`; the scripts that build it
+live beside it in ``data/make/``, outside the package.
 """
 
 import logging
@@ -14,13 +22,12 @@ import logging
 # fetch a kernel from a hub at run time) is absent; its own fallback kernels are used instead.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from peftlab.inject import ALL_LINEAR, InjectionError, count_parameters
-from peftlab.lora import (LoraConfig, add_lora, disable_lora, load_lora, merge_and_unload, merge_lora, remove_lora,
-                          save_lora, unmerge_lora)
-from peftlab.model import load_base
-from peftlab.tasks import TASK_NAMES, load_task
-from peftlab.train import TrainConfig, evaluate, train
-
+from peftlab.core.inject import ALL_LINEAR, InjectionError, count_parameters
+from peftlab.course.model import load_base
+from peftlab.course.tasks import TASK_NAMES, load_task
+from peftlab.course.train import TrainConfig, evaluate, train
+from peftlab.methods.lora import (LoraConfig, add_lora, disable_lora, load_lora, merge_and_unload, merge_lora,
+                                  remove_lora, save_lora, unmerge_lora)
 
 __all__ = ["ALL_LINEAR", "InjectionError", "LoraConfig", "TASK_NAMES", "TrainConfig", "add_lora", "count_parameters",
            "disable_lora", "evaluate", "load_base", "load_lora", "load_task", "merge_and_unload", "merge_lora",

@@ -1,5 +1,5 @@
 import sys
 
-from peftlab.cli import main
+from peftlab.tools.cli import main
 
 sys.exit(main())

@@ -1,9 +1,9 @@
 """The same recipes through the production libraries, so a notebook can run both with one switch.
 
-    model = apply_lora(model, LoraConfig(r=8), backend="scratch")   # peftlab.lora, from scratch
+    model = apply_lora(model, LoraConfig(r=8), backend="scratch")   # peftlab.methods.lora, from scratch
     model = apply_lora(model, LoraConfig(r=8), backend="peft")      # huggingface peft
 
-Both take peftlab's config and give a model that ``peftlab.train`` trains the same way.
+Both take peftlab's config and give a model that ``peftlab.course.train`` trains the same way.
 This is the only module of the package that imports the production libraries.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftlab import lora
+from peftlab.methods import lora
 
 BACKENDS = ("scratch", "peft")
 
@@ -33,7 +33,7 @@ def add_lora_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(),
     """
     import peft
 
-    from peftlab.inject import find_targets
+    from peftlab.core.inject import find_targets
 
     find_targets(model, config.target_modules)
     if isinstance(model, peft.PeftModel):
@@ -97,8 +97,8 @@ def add_ia3_peft(model: nn.Module, config=None):
     """``peft.get_peft_model`` with an ``IA3Config`` of the same targets and feed-forward modules."""
     import peft
 
-    from peftlab.ia3 import IA3Config
-    from peftlab.inject import find_targets
+    from peftlab.methods.ia3 import IA3Config
+    from peftlab.core.inject import find_targets
 
     config = config or IA3Config()
     find_targets(model, config.target_modules)
@@ -122,7 +122,7 @@ def add_adapter_adapterhub(model: nn.Module, name: str, config=None):
     Note: with transformers 4.57 AdapterHub's Llama layers do not fill the KV cache, so
     generate with ``use_cache=False`` (see README).
     """
-    from peftlab.bottleneck import AdapterConfig
+    from peftlab.methods.bottleneck import AdapterConfig
 
     return _add_adapterhub(model, name, _adapterhub_bottleneck(config or AdapterConfig()))
 
@@ -140,7 +140,7 @@ def _add_adapterhub(model: nn.Module, name: str, hub_config):
 
 def copy_adapter_weights(scratch: nn.Module, hub: nn.Module, name: str) -> None:
     """Give the AdapterHub model the weights of peftlab's adapter ``name`` (same placement)."""
-    from peftlab.bottleneck import _slots
+    from peftlab.methods.bottleneck import _slots
 
     hub_params = dict(hub.named_parameters())
     copied = 0
@@ -162,7 +162,7 @@ def add_prompt_peft(model: nn.Module, config=None):
     """``peft.get_peft_model`` with a ``PromptTuningConfig`` of the same length (random init; copy weights in)."""
     import peft
 
-    from peftlab.prompt import PromptTuningConfig
+    from peftlab.methods.prompt import PromptTuningConfig
 
     config = config or PromptTuningConfig()
     return peft.get_peft_model(model, peft.PromptTuningConfig(task_type="CAUSAL_LM",
@@ -195,7 +195,7 @@ def load_base_4bit(name_or_path=None, double_quant: bool = True):
     """The base model loaded through transformers + bitsandbytes in NF4 (fp32 compute on the CPU)."""
     from transformers import BitsAndBytesConfig
 
-    from peftlab.model import load_base
+    from peftlab.course.model import load_base
 
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                       bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=torch.float32)

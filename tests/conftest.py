@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from peftlab.inject import ALL_LINEAR  # noqa: F401  (re-exported for the tests)
+from peftlab.core.inject import ALL_LINEAR  # noqa: F401  (re-exported for the tests)
 
 
 def tiny_llama(seed: int = 0):

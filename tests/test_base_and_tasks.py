@@ -1,14 +1,22 @@
-"""The bundled model, the tasks and the pretraining script: offline, reproducible, and as described."""
+"""The bundled model, the tasks and the scripts that build them (data/make/): offline, reproducible, and as described."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from peftlab import corpus, tasks
-from peftlab.model import BUNDLED_MODEL, load_base
-from peftlab.pretrain import PRESETS, pretrain
-from peftlab.train import TrainConfig, evaluate, train
+from peftlab.course import tasks
+from peftlab.course.data import data_path
+from peftlab.course.model import BUNDLED_MODEL, load_base
+from peftlab.course.train import TrainConfig, evaluate, train
+
+# The builders are scripts outside the package that import each other as plain modules.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "make"))
+import base_model  # noqa: E402
+import corpus  # noqa: E402
+import task_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +55,19 @@ def test_bundled_parameter_count_matches_card(base):
 
 
 def test_task_files_are_reproduced_byte_for_byte(tmp_path):
-    tasks.write_task_files(tmp_path)
+    task_files.write_task_files(tmp_path)
     for name in tasks.TASK_NAMES:
         for split in tasks.SPLIT_SIZES:
-            shipped = (tasks.TASKS_DIR / name / f"{split}.jsonl").read_bytes()
+            shipped = data_path("tasks", name, f"{split}.jsonl").read_bytes()
             assert (tmp_path / name / f"{split}.jsonl").read_bytes() == shipped, f"{name}/{split} drifted"
+
+
+def test_held_out_stories_are_reproduced_byte_for_byte_and_are_the_cards_validation_split(tmp_path):
+    corpus.write_validation_stories(tmp_path / "validation.jsonl")
+    assert (tmp_path / "validation.jsonl").read_bytes() == data_path("stories", "validation.jsonl").read_bytes()
+    seed = json.loads((BUNDLED_MODEL / "train_log.json").read_text())["config"]["seed"]
+    assert tasks.load_stories(5) == corpus.generate_documents(5, seed=seed + corpus.VALIDATION_SEED_OFFSET)
+    assert len(tasks.load_stories()) == corpus.SHIPPED_STORIES
 
 
 @pytest.mark.parametrize("name", tasks.TASK_NAMES)
@@ -88,7 +104,7 @@ def test_base_model_fails_the_tasks_zero_shot(base):
 
 def test_exact_match_equals_greedy_generation(base):
     """evaluate()'s teacher-forced exact match is what greedy decoding produces."""
-    from peftlab.lora import LoraConfig, add_lora
+    from peftlab.methods.lora import LoraConfig, add_lora
 
     model, tokenizer = load_base()
     torch.manual_seed(0)
@@ -110,25 +126,25 @@ def test_exact_match_equals_greedy_generation(base):
 
 def test_load_base_offline_and_from_a_local_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    log = pretrain(PRESETS["tiny"], tmp_path / "tiny", log_every=1000)
+    log = base_model.pretrain(base_model.PRESETS["tiny"], tmp_path / "tiny", log_every=1000)
     model, tokenizer = load_base(tmp_path / "tiny")
     assert sum(p.numel() for p in model.parameters()) == log["parameters"]
     assert tokenizer.decode(tokenizer("anna had 3 cats.").input_ids, skip_special_tokens=True) == "anna had 3 cats."
 
 
 def test_tiny_pretraining_runs_and_learns(tmp_path):
-    log = pretrain(PRESETS["tiny"], tmp_path, log_every=1000)
+    log = base_model.pretrain(base_model.PRESETS["tiny"], tmp_path, log_every=1000)
     for f in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md", "train_log.json"):
         assert (tmp_path / f).exists(), f
     assert log["history"][-1]["train_loss"] < log["history"][0]["train_loss"] - 1.0
     assert log["val_loss"] < log["unigram_val_loss"]
-    again = pretrain(PRESETS["tiny"], tmp_path / "again", log_every=1000)
+    again = base_model.pretrain(base_model.PRESETS["tiny"], tmp_path / "again", log_every=1000)
     assert again["val_loss"] == log["val_loss"], "same seed, same CPU run"
 
 
 def test_missing_bundled_model_says_how_to_fix(monkeypatch, tmp_path):
-    import peftlab.model
+    import peftlab.course.model
 
-    monkeypatch.setattr(peftlab.model, "BUNDLED_MODEL", tmp_path / "nothing")
-    with pytest.raises(FileNotFoundError, match="peftlab.pretrain"):
-        peftlab.model.load_base()
+    monkeypatch.setattr(peftlab.course.model, "BUNDLED_MODEL", tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="data/make/base_model.py"):
+        peftlab.course.model.load_base()

@@ -7,8 +7,8 @@ import torch
 
 from conftest import changed_by_training
 
-from peftlab import bottleneck as bn
-from peftlab.inject import InjectionError
+from peftlab.methods import bottleneck as bn
+from peftlab.core.inject import InjectionError
 from peftlab.production import add_adapter_adapterhub, copy_adapter_weights
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from peftlab.experiments import METHODS, run
+from peftlab.tools.experiments import METHODS, run
 
 
 def test_unknown_method_names_the_choices():

@@ -1,11 +1,12 @@
-"""The explorers' computations (peftlab.explore) and widgets (peftlab.widgets), driven as a reader would."""
+"""The explorers' computations (peftlab.tools.explore) and widgets (peftlab.tools.widgets), driven as a reader would."""
 
 import math
 
 import pytest
 import torch
 
-from peftlab import explore, nf4, widgets
+from peftlab.tools import explore, widgets
+from peftlab.methods import nf4
 
 
 def test_rank_profile_of_a_rank_two_matrix():

@@ -8,8 +8,8 @@ import torch
 
 from conftest import changed_by_training
 
-from peftlab import ia3
-from peftlab.inject import InjectionError
+from peftlab.methods import ia3
+from peftlab.core.inject import InjectionError
 from peftlab.production import add_ia3_peft
 
 

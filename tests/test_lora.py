@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import ALL_LINEAR, changed_by_training, randomize_lora_B
-from peftlab import lora
-from peftlab.inject import InjectionError
+from peftlab.methods import lora
+from peftlab.core.inject import InjectionError
 
 
 def logits(model, tokens):

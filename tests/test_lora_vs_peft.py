@@ -1,4 +1,4 @@
-"""Scratch LoRA (peftlab.lora) against huggingface peft: same weights, same outputs, same files."""
+"""Scratch LoRA (peftlab.methods.lora) against huggingface peft: same weights, same outputs, same files."""
 
 import copy
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import ALL_LINEAR, randomize_lora_B
-from peftlab import lora
+from peftlab.methods import lora
 from peftlab.production import add_lora_peft, apply_lora, copy_lora_weights, lora_weights
 
 CONFIGS = [

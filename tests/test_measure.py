@@ -1,6 +1,6 @@
 import pytest
 
-from peftlab.measure import interleaved_medians
+from peftlab.course.measure import interleaved_medians
 
 
 def test_interleaved_medians_takes_turns():

@@ -1,12 +1,12 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from peftlab import memory
-from peftlab.inject import ALL_LINEAR
+from peftlab.core.inject import ALL_LINEAR
+from peftlab.course.data import data_path
+from peftlab.tools import memory
 
 
 def test_known_shapes_have_their_published_parameter_counts():
@@ -61,7 +61,8 @@ def test_bad_shapes_and_methods_are_refused_clearly():
 def test_trainable_counts_match_the_package_on_the_bundled_model():
     import copy
 
-    from peftlab import bottleneck, ia3, lora, load_base, prompt
+    from peftlab import load_base
+    from peftlab.methods import bottleneck, ia3, lora, prompt
 
     base, tokenizer = load_base()
     shape = memory.ModelShape.from_config(base.config)
@@ -78,7 +79,7 @@ def test_trainable_counts_match_the_package_on_the_bundled_model():
     assert shape.trainable_parameters("full fine-tuning") == sum(p.numel() for p in base.parameters())
 
 
-MEASUREMENTS = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_memory_measurements.json"
+MEASUREMENTS = data_path("results", "gpu_memory.json")
 
 
 def test_estimator_within_10_percent_of_every_measured_gpu_peak():
@@ -124,7 +125,7 @@ def test_training_memory_parts_and_bad_input():
 
 
 def test_command_line_reports_and_refuses_clearly(capsys, tmp_path):
-    from peftlab.cli import main
+    from peftlab.tools.cli import main
 
     assert main(["memory", "--model", "Llama-2-7B", "--method", "QLoRA", "--seq", "2048", "--gpu", "24"]) == 0
     out = capsys.readouterr().out

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from peftlab import ALL_LINEAR, bottleneck, ia3, load_base, load_task, lora, prompt, qlora
-from peftlab.train import TrainConfig, evaluate, train
+from peftlab import ALL_LINEAR, load_base, load_task
+from peftlab.methods import bottleneck, ia3, lora, prompt, qlora
+from peftlab.course.train import TrainConfig, evaluate, train
 
 METHODS = {
     "lora": (lambda m, tok: lora.add_lora(m, lora.LoraConfig(target_modules=ALL_LINEAR)), 3e-3),

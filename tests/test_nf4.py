@@ -4,7 +4,7 @@ import bitsandbytes.functional as bnbf
 import pytest
 import torch
 
-from peftlab import nf4
+from peftlab.methods import nf4
 
 SHAPES = [(64,), (128, 64), (33, 17), (5, 3, 7), (1000,), (130, 129)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from conftest import randomize_lora_B
-from peftlab import lora
+from peftlab.methods import lora
 from peftlab.production import add_lora_peft
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -67,7 +67,7 @@ def test_chapter01_lora_linear_matches_package_and_peft(make_tiny, tokens):
 
 def test_chapter02_bottleneck_matches_package():
     NotebookBottleneck = notebook_definition("02_adapters.ipynb", "Bottleneck", {"nn": nn, "torch": torch})
-    from peftlab.bottleneck import AdapterConfig, Bottleneck
+    from peftlab.methods.bottleneck import AdapterConfig, Bottleneck
 
     torch.manual_seed(0)
     inline = NotebookBottleneck(32, 4)
@@ -79,7 +79,7 @@ def test_chapter02_bottleneck_matches_package():
 
 def test_chapter03_prompted_forward_matches_package_and_peft(make_tiny, tokens):
     prompted_forward = notebook_definition("03_soft_prompts.ipynb", "prompted_forward", {"torch": torch})
-    from peftlab import prompt
+    from peftlab.methods import prompt
     from peftlab.production import add_prompt_peft, peft_prompt_weight
 
     base = make_tiny()
@@ -107,7 +107,7 @@ def test_chapter04_nf4_levels_and_block_match_package_and_bitsandbytes():
     quantize_block = notebook_definition("04_qlora.ipynb", "quantize_block", {"torch": torch})
     import bitsandbytes.functional as bnb_functional
 
-    from peftlab import nf4
+    from peftlab.methods import nf4
 
     levels = nf4_levels()
     assert torch.equal(levels, nf4.nf4_codebook())
@@ -120,7 +120,7 @@ def test_chapter04_nf4_levels_and_block_match_package_and_bitsandbytes():
 
 def test_chapter05_ia3_linear_matches_package_and_peft(make_tiny, tokens):
     NotebookIA3 = notebook_definition("05_ia3.ipynb", "IA3Linear", {"nn": nn, "torch": torch})
-    from peftlab import ia3
+    from peftlab.methods import ia3
     from peftlab.production import add_ia3_peft
 
     base = make_tiny()

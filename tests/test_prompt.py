@@ -6,10 +6,10 @@ import peft
 import pytest
 import torch
 
-from peftlab import prompt
-from peftlab.inject import InjectionError
+from peftlab.methods import prompt
+from peftlab.core.inject import InjectionError
 from peftlab.production import add_prompt_peft, peft_prompt_weight
-from peftlab.train import TrainConfig, collate, evaluate, train
+from peftlab.course.train import TrainConfig, collate, evaluate, train
 
 N = 5
 
@@ -74,7 +74,7 @@ def test_disabled_and_removed_equal_base(base, tokens):
 
 
 def test_only_the_prompt_trains_and_generate_works():
-    from peftlab.model import load_base
+    from peftlab.course.model import load_base
     model, tokenizer = load_base()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def test_only_the_prompt_trains_and_generate_works():
 
 
 def test_nearest_tokens_reads_a_text_init_back(make_tiny):
-    from peftlab.model import load_base
+    from peftlab.course.model import load_base
     model, tokenizer = load_base()
     prompt.add_prompt(model, prompt.PromptTuningConfig(num_virtual_tokens=3, init="text", init_text=" cat dog owl"),
                       tokenizer=tokenizer)

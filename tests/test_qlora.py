@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from peftlab import ALL_LINEAR, LoraConfig, load_base, load_task
-from peftlab.inject import InjectionError
-from peftlab.lora import lora_layers, merge_lora, unmerge_lora
+from peftlab.core.inject import InjectionError
+from peftlab.methods.lora import lora_layers, merge_lora, unmerge_lora
 from peftlab.production import add_lora_peft, copy_lora_weights, load_base_4bit
-from peftlab.qlora import add_qlora, quantize_model
-from peftlab.train import TrainConfig, collate, evaluate, train
+from peftlab.methods.qlora import add_qlora, quantize_model
+from peftlab.course.train import TrainConfig, collate, evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_with_double_quant_the_gap_is_small_against_quantization_itself(batch):
     4-bit quantization itself (fp32 base vs NF4 base), here below 10% of it."""
     scratch, production, _ = pair(double_quant=True)
     full, _ = load_base()
-    from peftlab.lora import add_lora
+    from peftlab.methods.lora import add_lora
     torch.manual_seed(0)
     add_lora(full, LoraConfig(target_modules=ALL_LINEAR))
     copy_lora_weights(scratch, full)
@@ -128,7 +128,7 @@ def test_merging_into_a_4bit_base_rounds(batch):
     quantizing the base in the first place (measured here as fp32 vs NF4 base, same LoRA)."""
     scratch, _, _ = pair(double_quant=True)
     full, _ = load_base()
-    from peftlab.lora import add_lora
+    from peftlab.methods.lora import add_lora
     add_lora(full, LoraConfig(target_modules=ALL_LINEAR))
     copy_lora_weights(scratch, full)
     unmerged = logits(scratch, batch)

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
-from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except,
+from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
+from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except,
                             required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
 
@@ -100,7 +100,7 @@ def add_ia3(model: nn.Module, config: IA3Config = IA3Config()) -> dict:
 
 
 def ia3_layers(model: nn.Module) -> list[tuple[str, IA3Linear]]:
-    return required_wrappers(model, IA3Linear, "peftlab.ia3.add_ia3(model, config)")
+    return required_wrappers(model, IA3Linear, "peftlab.methods.ia3.add_ia3(model, config)")
 
 
 @contextlib.contextmanager
@@ -143,7 +143,7 @@ def _peft_shape(layer: IA3Linear) -> tuple[int, int]:
 def save_ia3(model: nn.Module, out_dir: str | Path) -> Path:
     config = getattr(model, "peftlab_ia3_config", None)
     if config is None:
-        raise ValueError("this model has no IA3 added by peftlab.ia3.add_ia3; nothing to save")
+        raise ValueError("this model has no IA3 added by peftlab.methods.ia3.add_ia3; nothing to save")
     layers = ia3_layers(model)
     if any(layer.folded for _, layer in layers):
         raise ValueError("IA3 is folded into the weights; save before folding")

@@ -1,6 +1,6 @@
 """The computations behind the course's explorers: plain functions of tensors and results.
 
-The widgets in ``peftlab.widgets`` only call these and draw what they return, so everything
+The widgets in ``peftlab.tools.widgets`` only call these and draw what they return, so everything
 an explorer shows can be computed, printed and tested without a screen.
 """
 
@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from peftlab.nf4 import CODEBOOKS, quantize_dequantize
+from peftlab.methods.nf4 import CODEBOOKS, quantize_dequantize
 
 
 # -- rank: how much of a matrix r directions capture -----------------------------------------

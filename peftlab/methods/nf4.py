@@ -35,7 +35,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from peftlab.inject import FrozenLinear
+from peftlab.core.inject import FrozenLinear
 
 NF4_OFFSET = 0.9677083  # the outermost quantile used, as in bitsandbytes' create_normal_map
 BLOCKSIZE = 64

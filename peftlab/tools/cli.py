@@ -4,7 +4,7 @@
     peftlab memory --config path/to/config.json --method LoRA --r 16 --gradient-checkpointing
     peftlab memory --layers 32 --hidden 4096 --intermediate 11008 --heads 32 --kv-heads 32 --vocab 32000 --method "full fine-tuning"
 
-(also ``python -m peftlab memory ...``). Estimates come from ``peftlab.memory.training_memory``.
+(also ``python -m peftlab memory ...``). Estimates come from ``peftlab.tools.memory.training_memory``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from peftlab import memory
-from peftlab.inject import ALL_LINEAR
+from peftlab.tools import memory
+from peftlab.core.inject import ALL_LINEAR
 
 
 def _shape(args) -> memory.ModelShape:

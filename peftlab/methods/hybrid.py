@@ -1,6 +1,6 @@
 """Hybrids: two PEFT methods in one model, composed from the scratch methods of this package.
 
-The methods compose because they share one injection mechanism (:mod:`peftlab.inject`): each
+The methods compose because they share one injection mechanism (:mod:`peftlab.core.inject`): each
 wraps *different* modules (the input embedding, linear layers, whole blocks), a method may
 wrap a layer that another method already wrapped, and no method may wrap the same module twice.
 What a hybrid adds is only the bookkeeping: after both methods are in, both are trainable.
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab import bottleneck, lora, prompt, qlora
-from peftlab.inject import count_parameters, freeze_except
+from peftlab.methods import bottleneck, lora, prompt, qlora
+from peftlab.core.inject import count_parameters, freeze_except
 
 
 def _train_only(model: nn.Module, *markers: str) -> dict:

@@ -15,7 +15,7 @@ Initialisation, as in the paper: ``"random"`` (uniform in [-0.5, 0.5]), ``"vocab
 of tokens sampled from the vocabulary) or ``"text"`` (the embeddings of a text, repeated to length n).
 
 Mechanics: the soft prompt lives in a wrapper around the input embedding (found and
-wrapped by :mod:`peftlab.inject`, like every method), and two hooks on the model extend the
+wrapped by :mod:`peftlab.core.inject`, like every method), and two hooks on the model extend the
 mask and labels and trim the logits. ``generate`` works with ``use_cache=False``: with a KV
 cache, transformers would feed only the newest token and the prompt could not be prepended
 consistently, so the hook refuses a cache with a clear error instead of a silent wrong answer.
@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.checkpoint import check_tensors, load_folder, save_folder
-from peftlab.inject import Wrapper, count_parameters, find_targets, freeze_except, unwrap, wrap_targets
+from peftlab.core.checkpoint import check_tensors, load_folder, save_folder
+from peftlab.core.inject import Wrapper, count_parameters, find_targets, freeze_except, unwrap, wrap_targets
 
 INITS = ("random", "vocab", "text")
 
@@ -116,7 +116,7 @@ def add_prompt(model: nn.Module, config: PromptTuningConfig = PromptTuningConfig
 def soft_prompt_layer(model: nn.Module) -> SoftPromptEmbedding:
     layers = [m for m in model.modules() if isinstance(m, SoftPromptEmbedding)]
     if not layers:
-        raise ValueError("this model has no soft prompt; add one with peftlab.prompt.add_prompt(model, config)")
+        raise ValueError("this model has no soft prompt; add one with peftlab.methods.prompt.add_prompt(model, config)")
     return layers[0]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peftlab.inject import ALL_LINEAR
+from peftlab.core.inject import ALL_LINEAR
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}  # the model's weights and activations
 GB = 1e9  # decimal gigabytes, as GPU memory is sold ("24 GB")
@@ -202,7 +202,7 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
     Returns ``{"parts": {name: bytes}, "peak": bytes, "dominant": name}``. The peak is not always the
     sum of the parts: in full fine-tuning the gradients are allocated during the backward pass while
     the activations are being freed, so the peak holds the larger of the two (plus the static parts).
-    Checked against measured GPU peaks in ``benchmarks/gpu_memory_measurements.json`` for full
+    Checked against measured GPU peaks in ``data/results/gpu_memory.json`` for full
     fine-tuning, LoRA and QLoRA (tests/test_memory.py); the other methods are counted the same way
     but were not measured.
     """
@@ -239,7 +239,7 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
 
 
 def estimate_measured(row: dict) -> dict:
-    """``training_memory`` for one row of ``benchmarks/gpu_memory_measurements.json`` (its shape and setup)."""
+    """``training_memory`` for one row of ``data/results/gpu_memory.json`` (its shape and setup)."""
     return training_memory(ModelShape.from_config(row), row["method"], seq=row["seq"], batch=row["batch"],
                            gradient_checkpointing=row["gradient_checkpointing"], optimizer=row["optimizer"],
                            r=row["lora_r"] or 8, targets=tuple(row["lora_targets"] or ALL_LINEAR))

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "data" / "base"
+from peftlab.course.data import data_path
+
+BUNDLED_MODEL = data_path("base")
 
 
 def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch.float32, seed: int | None = None,
@@ -23,8 +25,8 @@ def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch
     path = BUNDLED_MODEL if name_or_path is None else name_or_path
     local = Path(path).exists()
     if name_or_path is None and not local:
-        raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_MODEL}; "
-                                "a fresh clone has it (git checkout data/base) or rebuild it: python -m peftlab.pretrain")
+        raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_MODEL}; a fresh clone has it "
+                                "(git checkout data/base), or rebuild it: python data/make/base_model.py --help")
     if seed is not None:
         torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)

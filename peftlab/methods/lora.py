@@ -12,7 +12,7 @@ initialises it (Kaiming-uniform, a=sqrt(5), the default of ``nn.Linear``). After
 The file reads top to bottom: the config, the layer, the functions that put layers into
 a model and take them out, then saving and loading in peft's own format, so that
 ``peft.PeftModel.from_pretrained`` loads what peftlab saves, and the reverse.
-It imports torch and the shared injection mechanism (:mod:`peftlab.inject`), never peft.
+It imports torch and the shared injection mechanism (:mod:`peftlab.core.inject`), never peft.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
-from peftlab.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
+from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
+from peftlab.core.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
                             freeze_except, required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
 
@@ -55,7 +55,7 @@ class LoraConfig:
 
 class LoRALinear(Wrapper):
     """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` around a frozen ``nn.Linear``
-    (or a :class:`~peftlab.inject.FrozenLinear`, such as an NF4 layer: that is QLoRA)."""
+    (or a :class:`~peftlab.core.inject.FrozenLinear`, such as an NF4 layer: that is QLoRA)."""
 
     method_name = "LoRA"
 
@@ -134,7 +134,7 @@ def add_lora(model: nn.Module, config: LoraConfig = LoraConfig()) -> dict:
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
-    return required_wrappers(model, LoRALinear, "peftlab.lora.add_lora(model, config)")
+    return required_wrappers(model, LoRALinear, "peftlab.methods.lora.add_lora(model, config)")
 
 
 def merge_lora(model: nn.Module) -> None:
@@ -230,7 +230,7 @@ def save_lora(model: nn.Module, out_dir: str | Path, base_model_name_or_path: st
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` that peft loads."""
     config = getattr(model, "peftlab_lora_config", None)
     if config is None:
-        raise ValueError("this model has no LoRA added by peftlab.lora.add_lora; nothing to save")
+        raise ValueError("this model has no LoRA added by peftlab.methods.lora.add_lora; nothing to save")
     if any(layer.merged for _, layer in lora_layers(model)):
         raise ValueError("LoRA is merged into the base weights; unmerge_lora(model) before saving the adapter")
     base = base_model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", None) or None

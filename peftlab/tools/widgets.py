@@ -1,7 +1,7 @@
 """The course's interactive explorers: ipywidgets controls beside a plotly ``FigureWidget``.
 
 Each function returns an ``Explorer`` (a ``VBox``) whose figure is updated in place when a
-control changes. The numbers come from ``peftlab.explore``; this file only draws them.
+control changes. The numbers come from ``peftlab.tools.explore``; this file only draws them.
 
     rank_explorer({"layer 0 q_proj": W})          # in a notebook cell: the last expression
     explorer.controls["r"].value = 16              # what a slider drag does (tests do this)
@@ -16,8 +16,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from peftlab import explore
-from peftlab.nf4 import CODEBOOKS
+from peftlab.tools import explore
+from peftlab.methods.nf4 import CODEBOOKS
 
 
 class Explorer(widgets.VBox):
@@ -185,7 +185,7 @@ def quantization_explorer(weights: dict[str, torch.Tensor], blocksizes=(16, 32, 
 
 def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Explorer:
     """Pick a model, a method and a training setup: where the memory goes, the peak, and whether it fits a GPU."""
-    from peftlab import memory
+    from peftlab.tools import memory
 
     models = models or memory.KNOWN_SHAPES
     if not models:

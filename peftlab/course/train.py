@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from peftlab.tasks import encode_example
+from peftlab.course.tasks import encode_example
 
 
 @dataclass

@@ -10,11 +10,23 @@ with being happy or sad -- but it never sees the formats of the adaptation tasks
 the job of the fine-tuning methods in the course.
 
     >>> docs = generate_documents(3, seed=0)   # same seed, same text, on any machine
+
+``base_model.py`` pretrains on these stories; ``task_files.py`` takes its words from here.
+Run as a script, it writes the held-out stories that the chapters read
+(``data/stories/validation.jsonl``, through ``peftlab.course.tasks.load_stories``), byte for byte:
+
+    python data/make/corpus.py
 """
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
+
+VALIDATION_SEED_OFFSET = 1_000_003  # the pretraining run's held-out stories come from seed + this
+SHIPPED_STORIES = 300               # how many of them ship for the chapters (the run itself uses 4,000)
+STORIES_FILE = Path(__file__).resolve().parent.parent / "stories" / "validation.jsonl"
 
 NAMES = ["anna", "ben", "mia", "tom", "lily", "sam", "nora", "leo", "ella", "max",
          "ruby", "finn", "zoe", "omar", "ivy", "jack", "lena", "noah", "ada", "hugo"]
@@ -121,3 +133,15 @@ def generate_document(r: random.Random) -> str:
 def generate_documents(n: int, seed: int = 0) -> list[str]:
     r = random.Random(seed)
     return [generate_document(r) for _ in range(n)]
+
+
+def write_validation_stories(path: Path = STORIES_FILE, seed: int = 0) -> None:
+    """The first stories of the base model's validation split (seed 0 is the shipped model's), one JSON string a line."""
+    stories = generate_documents(SHIPPED_STORIES, seed=seed + VALIDATION_SEED_OFFSET)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(story) + "\n" for story in stories))
+
+
+if __name__ == "__main__":
+    write_validation_stories()
+    print(f"wrote {SHIPPED_STORIES} held-out stories to {STORIES_FILE}")

@@ -1,9 +1,10 @@
 """Pretrain the course's base model: a tiny Llama on the generated story corpus.
 
-    python -m peftlab.pretrain --preset base --out data/base    # the shipped model (GPU: a few minutes)
-    python -m peftlab.pretrain --preset tiny --out /tmp/tiny    # seconds on a CPU; the tests run this
+    python data/make/base_model.py --preset base --tokenizer data/base --out data/base   # the shipped model (GPU: minutes)
+    python data/make/base_model.py --preset tiny --out /tmp/tiny    # seconds on a CPU; the tests run this
 
-Steps: generate the corpus (:mod:`peftlab.corpus`), train a byte-level BPE tokenizer on
+This builds the course's asset; no chapter imports it. Steps: generate the corpus (``corpus.py``
+beside this file), train a byte-level BPE tokenizer on
 it (unless ``--tokenizer DIR`` reuses one), pack the token stream into fixed-length
 blocks, train ``transformers.LlamaForCausalLM`` with AdamW and a cosine schedule, then
 measure validation loss against a unigram baseline and write the model, tokenizer,
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from peftlab.corpus import generate_documents
+from corpus import VALIDATION_SEED_OFFSET, generate_documents  # data/make/corpus.py, beside this file
 
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 
@@ -159,7 +160,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path, tokenizer_dir: Path | None = No
     torch.manual_seed(cfg.seed)
 
     docs = generate_documents(cfg.n_documents, seed=cfg.seed)
-    val_docs = generate_documents(cfg.n_val_documents, seed=cfg.seed + 1_000_003)
+    val_docs = generate_documents(cfg.n_val_documents, seed=cfg.seed + VALIDATION_SEED_OFFSET)
     if tokenizer_dir is not None:
         tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
     else:
@@ -244,7 +245,7 @@ def model_card(log: dict) -> str:
 
 A {log['parameters']:,}-parameter decoder-only model with the Llama architecture
 (`transformers.LlamaForCausalLM`), pretrained from scratch by
-`python -m peftlab.pretrain --preset base --tokenizer data/base --out data/base`
+`python data/make/base_model.py --preset base --tokenizer data/base --out data/base`
 on a corpus that the same command generates (without `--tokenizer` it also retrains
 the tokenizer, from the first 50,000 stories). It ships with the repo so that the course runs offline. Every figure below was written by that run (`train_log.json`).
 
@@ -254,7 +255,7 @@ the tokenizer, from the first 50,000 stories). It ships with the repo so that th
 | layers / hidden / MLP / heads / kv heads | {c['num_hidden_layers']} / {c['hidden_size']} / {c['intermediate_size']} / {c['num_attention_heads']} / {c['num_key_value_heads']} |
 | vocabulary | {log['vocab_size']} byte-level BPE tokens, digits split one per token |
 | context | {c['max_position_embeddings']} positions (trained on blocks of {c['seq_len']}) |
-| corpus | {c['n_documents']:,} generated stories (`peftlab.corpus`, seed {c['seed']}), {log['train_tokens_in_corpus']:,} tokens |
+| corpus | {c['n_documents']:,} generated stories (`data/make/corpus.py`, seed {c['seed']}), {log['train_tokens_in_corpus']:,} tokens |
 | tokens seen | {log['tokens_seen']:,} ({c['steps']:,} steps x batch {c['batch_size']} x {c['seq_len']} tokens, {log['epochs']} epochs) |
 | optimiser | AdamW (betas 0.9/0.95, weight decay {c['weight_decay']}), peak lr {c['lr']}, {c['warmup_steps']} warmup steps, cosine to 10% |
 | validation loss | **{log['val_loss']}** nats/token (perplexity {log['val_perplexity']}) on {log['val_tokens']:,} held-out tokens |

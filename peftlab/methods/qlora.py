@@ -4,9 +4,9 @@
 QLoRA is two ideas composed, both already in this package:
 
 1. store the frozen base model's linear layers in 4-bit NormalFloat with double-quantized
-   scales (:mod:`peftlab.nf4`, ``NF4Linear``), dequantizing each weight on the fly in the
+   scales (:mod:`peftlab.methods.nf4`, ``NF4Linear``), dequantizing each weight on the fly in the
    forward pass, in the compute dtype;
-2. train LoRA (:mod:`peftlab.lora`) on top, in full precision. Gradients flow through the
+2. train LoRA (:mod:`peftlab.methods.lora`) on top, in full precision. Gradients flow through the
    dequantized weights into the LoRA matrices; the 4-bit weights never change.
 
 The paper's recipe puts LoRA on **all** linear layers (it found that attention-only LoRA on
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.inject import ALL_LINEAR, InjectionError, find_targets, set_submodule
-from peftlab.lora import LoraConfig, add_lora
-from peftlab.nf4 import NF4Linear
+from peftlab.core.inject import ALL_LINEAR, InjectionError, find_targets, set_submodule
+from peftlab.methods.lora import LoraConfig, add_lora
+from peftlab.methods.nf4 import NF4Linear
 
 
 

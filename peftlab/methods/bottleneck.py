@@ -25,7 +25,7 @@ the tests check to 1e-5 with the same weights; AdapterHub applies no extra layer
 
 So the Houlsby adapters wrap ``self_attn.o_proj`` and ``mlp`` (each adds ``A`` of that block's
 output), and the Pfeiffer adapter wraps the whole decoder layer (it adds ``A`` of the layer's
-output, residual included). The wrapping goes through :mod:`peftlab.inject`, like every method.
+output, residual included). The wrapping goes through :mod:`peftlab.core.inject`, like every method.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.checkpoint import check_tensors, load_folder, save_folder
-from peftlab.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, set_submodule,
+from peftlab.core.checkpoint import check_tensors, load_folder, save_folder
+from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, set_submodule,
                             unwrap, wrap_targets)
 
 PLACEMENTS = ("houlsby", "pfeiffer")
