@@ -58,6 +58,12 @@ def test_bad_shapes_and_methods_are_refused_clearly():
         memory.ModelShape.known("Llama-2-7B").lora_parameters(8, ("qproj",))
 
 
+def test_every_method_the_calculator_counts_is_one_the_course_runs_under_the_same_name():
+    from peftlab.tools.experiments import METHODS
+
+    assert set(memory.METHOD_MEMORY) <= set(METHODS)
+
+
 def test_trainable_counts_match_the_package_on_the_bundled_model():
     import copy
 
@@ -75,8 +81,8 @@ def test_trainable_counts_match_the_package_on_the_bundled_model():
         model = copy.deepcopy(base)
         build(model)
         counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        assert shape.trainable_parameters(method) == counted, method
-    assert shape.trainable_parameters("full fine-tuning") == sum(p.numel() for p in base.parameters())
+        assert memory.trainable_parameters(shape, method) == counted, method
+    assert memory.trainable_parameters(shape, "full fine-tuning") == sum(p.numel() for p in base.parameters())
 
 
 MEASUREMENTS = data_path("results", "gpu_memory.json")
@@ -106,7 +112,7 @@ def test_training_memory_parts_and_bad_input():
     assert checkpointed["parts"]["activations"] < qlora["parts"]["activations"] / 10
     assert memory.training_memory(shape, "full fine-tuning", optimizer="AdamW 8-bit")["peak"] < \
         memory.training_memory(shape, "full fine-tuning")["peak"]
-    for method in memory.METHODS:
+    for method in memory.METHOD_MEMORY:
         assert memory.training_memory(shape, method)["peak"] > 0
     fp32 = memory.training_memory(shape, "full fine-tuning", dtype="fp32")
     assert fp32["parts"]["weights"] == 2 * memory.training_memory(shape, "full fine-tuning")["parts"]["weights"]

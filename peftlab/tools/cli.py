@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("layers", "hidden", "intermediate", "heads", "kv-heads", "vocab"):
         mem.add_argument(f"--{name}", type=int)
     mem.add_argument("--tied", action="store_true", help="input and output embeddings share weights")
-    mem.add_argument("--method", default="LoRA", choices=list(memory.METHODS))
+    mem.add_argument("--method", default="LoRA", choices=list(memory.METHOD_MEMORY))
     mem.add_argument("--r", type=int, default=8, help="LoRA rank")
     mem.add_argument("--targets", nargs="+", default=list(ALL_LINEAR), help="LoRA target modules")
     mem.add_argument("--seq", type=int, default=512)

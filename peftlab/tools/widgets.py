@@ -191,7 +191,7 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
     if not models:
         raise ValueError("memory_explorer needs at least one model shape")
     controls = {"model": widgets.Dropdown(options=list(models), description="model"),
-                "method": widgets.Dropdown(options=list(memory.METHODS), value="QLoRA", description="method"),
+                "method": widgets.Dropdown(options=list(memory.METHOD_MEMORY), value="QLoRA", description="method"),
                 "seq": widgets.SelectionSlider(options=list(seqs), value=2048 if 2048 in seqs else seqs[0],
                                                description="sequence"),
                 "batch": widgets.IntSlider(value=1, min=1, max=16, description="batch"),
