@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftlab.methods import lora
+from peftlab.core.inject import find_targets
+from peftlab.course.model import load_base
+from peftlab.methods import bottleneck, ia3, lora, prompt
 
 BACKENDS = ("scratch", "peft")
 
@@ -25,16 +27,16 @@ def to_peft_lora_config(config: lora.LoraConfig, use_dora: bool = False):
                            use_dora=use_dora, bias="none", task_type="CAUSAL_LM")
 
 
-def add_lora_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(), use_dora: bool = False):
-    """``peft.get_peft_model`` with the same rank, scaling, dropout and targets as peftlab's LoRA.
+def add_lora_peft(model: nn.Module, config: lora.LoraConfig | None = None, use_dora: bool = False):
+    """``peft.get_peft_model`` with the same rank, scaling, dropout and targets as peftlab's LoRA
+    (``config`` None: LoraConfig's defaults).
 
     peft would silently accept a target list in which some names match nothing; peftlab's
     own target check runs first so both backends refuse the same mistakes.
     """
     import peft
 
-    from peftlab.core.inject import find_targets
-
+    config = config if config is not None else lora.LoraConfig()
     find_targets(model, config.target_modules)
     if isinstance(model, peft.PeftModel):
         raise ValueError("this model is already a peft PeftModel; start again from a fresh base model "
@@ -42,14 +44,15 @@ def add_lora_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(),
     return peft.get_peft_model(model, to_peft_lora_config(config, use_dora))
 
 
-def add_lora_variant_peft(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(), use_dora: bool = False):
+def add_lora_variant_peft(model: nn.Module, config: lora.LoraConfig | None = None, use_dora: bool = False):
     """peft's LoRA with its variants switched on: DoRA (``use_dora``; Liu et al. 2024) and rsLoRA
     (``config.use_rslora``). These have no scratch version in peftlab; the course measures them through peft."""
     return add_lora_peft(model, config, use_dora=use_dora)
 
 
-def apply_lora(model: nn.Module, config: lora.LoraConfig = lora.LoraConfig(), backend: str = "scratch"):
+def apply_lora(model: nn.Module, config: lora.LoraConfig | None = None, backend: str = "scratch"):
     """Add LoRA with either backend; returns the model to train (a PeftModel for peft)."""
+    config = config if config is not None else lora.LoraConfig()
     if backend == "scratch":
         lora.add_lora(model, config)
         return model
@@ -93,14 +96,11 @@ def _canonical_lora_key(name: str) -> str | None:
 
 
 
-def add_ia3_peft(model: nn.Module, config=None):
+def add_ia3_peft(model: nn.Module, config: ia3.IA3Config | None = None):
     """``peft.get_peft_model`` with an ``IA3Config`` of the same targets and feed-forward modules."""
     import peft
 
-    from peftlab.methods.ia3 import IA3Config
-    from peftlab.core.inject import find_targets
-
-    config = config or IA3Config()
+    config = config if config is not None else ia3.IA3Config()
     find_targets(model, config.target_modules)
     return peft.get_peft_model(model, peft.IA3Config(target_modules=list(config.target_modules),
                                                      feedforward_modules=list(config.feedforward_modules),
@@ -115,16 +115,15 @@ def _adapterhub_bottleneck(config):
         reduction_factor=config.reduction_factor, non_linearity=config.non_linearity)
 
 
-def add_adapter_adapterhub(model: nn.Module, name: str, config=None):
+def add_adapter_adapterhub(model: nn.Module, name: str, config: bottleneck.AdapterConfig | None = None):
     """The same bottleneck adapter through AdapterHub ``adapters``: DoubleSeqBnConfig (houlsby) or SeqBnConfig (pfeiffer).
 
     Changes ``model`` in place (``adapters.init``), activates the adapter and freezes the rest.
     Note: with transformers 4.57 AdapterHub's Llama layers do not fill the KV cache, so
     generate with ``use_cache=False`` (see README).
     """
-    from peftlab.methods.bottleneck import AdapterConfig
-
-    return _add_adapterhub(model, name, _adapterhub_bottleneck(config or AdapterConfig()))
+    config = config if config is not None else bottleneck.AdapterConfig()
+    return _add_adapterhub(model, name, _adapterhub_bottleneck(config))
 
 
 def _add_adapterhub(model: nn.Module, name: str, hub_config):
@@ -138,33 +137,40 @@ def _add_adapterhub(model: nn.Module, name: str, hub_config):
     return model
 
 
+# AdapterHub keeps a layer's adapters under <decoder layer path>.attention_adapters (after attention) or
+# .output_adapters (after the MLP, Houlsby's second and Pfeiffer's only adapter).
+ADAPTERHUB_BLOCKS = dict(zip(bottleneck.HOULSBY_TARGETS, ("attention_adapters", "output_adapters")))
+
+
+def _adapterhub_prefix(path: str, name: str) -> str:
+    """Where AdapterHub keeps the adapter that peftlab holds at ``path``."""
+    for target, block in ADAPTERHUB_BLOCKS.items():
+        if path.endswith("." + target):  # Houlsby: the adapter follows a block inside the decoder layer
+            return f"{path.removesuffix('.' + target)}.{block}.adapters.{name}"
+    return f"{path}.output_adapters.adapters.{name}"  # Pfeiffer: the slot is the decoder layer itself
+
+
 def copy_adapter_weights(scratch: nn.Module, hub: nn.Module, name: str) -> None:
     """Give the AdapterHub model the weights of peftlab's adapter ``name`` (same placement)."""
-    from peftlab.methods.bottleneck import _slots
-
     hub_params = dict(hub.named_parameters())
     copied = 0
-    for path, slot in _slots(scratch):
+    for path, slot in bottleneck.adapter_slots(scratch):
         if name not in slot.adapters:
             continue
-        layer = path.split(".")[:3]  # model.layers.<i>
-        block = "attention_adapters" if path.endswith("self_attn.o_proj") else "output_adapters"
-        prefix = ".".join(layer + [block, "adapters", name])
+        prefix = _adapterhub_prefix(path, name)
         for ours, theirs in (("down", "adapter_down.0"), ("up", "adapter_up")):
             for kind in ("weight", "bias"):
-                hub_params[f"{prefix}.{theirs}.{kind}"].data.copy_(getattr(slot.adapters[name], ours).__getattr__(kind))
+                hub_params[f"{prefix}.{theirs}.{kind}"].data.copy_(getattr(getattr(slot.adapters[name], ours), kind))
                 copied += 1
     if copied == 0:
         raise ValueError(f"peftlab model has no adapter named {name!r}")
 
 
-def add_prompt_peft(model: nn.Module, config=None):
+def add_prompt_peft(model: nn.Module, config: prompt.PromptTuningConfig | None = None):
     """``peft.get_peft_model`` with a ``PromptTuningConfig`` of the same length (random init; copy weights in)."""
     import peft
 
-    from peftlab.methods.prompt import PromptTuningConfig
-
-    config = config or PromptTuningConfig()
+    config = config if config is not None else prompt.PromptTuningConfig()
     return peft.get_peft_model(model, peft.PromptTuningConfig(task_type="CAUSAL_LM",
                                                               num_virtual_tokens=config.num_virtual_tokens,
                                                               prompt_tuning_init="RANDOM"))
@@ -194,8 +200,6 @@ def avoid_bitsandbytes_cpu_eval_trap(model: nn.Module) -> int:
 def load_base_4bit(name_or_path=None, double_quant: bool = True):
     """The base model loaded through transformers + bitsandbytes in NF4 (fp32 compute on the CPU)."""
     from transformers import BitsAndBytesConfig
-
-    from peftlab.course.model import load_base
 
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                       bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=torch.float32)

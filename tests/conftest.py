@@ -1,7 +1,8 @@
+"""Fixtures shared by the tests: a tiny random Llama, a batch of tokens, and two helpers (tests take
+them as fixtures, never by importing this file)."""
+
 import pytest
 import torch
-
-from peftlab.core.inject import ALL_LINEAR  # noqa: F401  (re-exported for the tests)
 
 
 def tiny_llama(seed: int = 0):
@@ -25,7 +26,7 @@ def tokens():
     return torch.randint(0, 257, (3, 11), generator=g)
 
 
-def changed_by_training(model, steps: int = 3) -> set[str]:
+def _changed_by_training(model, steps: int = 3) -> set[str]:
     """Names of the parameters that a few AdamW steps on random tokens changed."""
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -37,9 +38,19 @@ def changed_by_training(model, steps: int = 3) -> set[str]:
     return {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
 
 
-def randomize_lora_B(model, seed: int = 1):
+def _randomize_lora_B(model, seed: int = 1):
     """B starts at zero (identity); give it values so that comparisons test the LoRA path too."""
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if ".lora_B." in name:
             p.data.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+@pytest.fixture
+def changed_by_training():
+    return _changed_by_training
+
+
+@pytest.fixture
+def randomize_lora_B():
+    return _randomize_lora_B

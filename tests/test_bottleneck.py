@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 
-from conftest import changed_by_training
 
 from peftlab.methods import bottleneck as bn
 from peftlab.core.inject import InjectionError
@@ -80,7 +79,7 @@ def test_several_adapters_switch_and_delete(make_tiny, tokens):
     torch.testing.assert_close(logits(model, tokens), logits(base, tokens), atol=0, rtol=0)
 
 
-def test_only_the_active_adapter_trains(make_tiny):
+def test_only_the_active_adapter_trains(make_tiny, changed_by_training):
     model = make_tiny()
     bn.add_adapter(model, "a")
     bn.add_adapter(model, "b")

@@ -6,7 +6,6 @@ import peft
 import pytest
 import torch
 
-from conftest import changed_by_training
 
 from peftlab.methods import ia3
 from peftlab.core.inject import InjectionError
@@ -64,7 +63,7 @@ def test_disabled_equals_base_and_folded_equals_unfolded(make_tiny, tokens):
     torch.testing.assert_close(logits(scratch, tokens), adapted, atol=1e-5, rtol=0)
 
 
-def test_only_ia3_vectors_train(make_tiny):
+def test_only_ia3_vectors_train(make_tiny, changed_by_training):
     model = make_tiny()
     ia3.add_ia3(model)
     changed = changed_by_training(model)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import ALL_LINEAR, changed_by_training, randomize_lora_B
+from peftlab import ALL_LINEAR
 from peftlab.methods import lora
 from peftlab.core.inject import InjectionError
 
@@ -24,7 +24,7 @@ def test_identity_at_init(make_tiny, tokens):
     torch.testing.assert_close(logits(model, tokens), logits(base, tokens), atol=0, rtol=0)
 
 
-def test_disabled_equals_base(make_tiny, tokens):
+def test_disabled_equals_base(make_tiny, tokens, randomize_lora_B):
     base = make_tiny()
     model = copy.deepcopy(base)
     lora.add_lora(model, lora.LoraConfig(target_modules=ALL_LINEAR))
@@ -38,7 +38,7 @@ def test_disabled_equals_base(make_tiny, tokens):
     assert all(layer.merged for _, layer in lora.lora_layers(model))
 
 
-def test_only_lora_parameters_change_in_training(make_tiny):
+def test_only_lora_parameters_change_in_training(make_tiny, changed_by_training):
     model = make_tiny()
     lora.add_lora(model, lora.LoraConfig(target_modules=ALL_LINEAR))
     changed = changed_by_training(model)
@@ -47,7 +47,7 @@ def test_only_lora_parameters_change_in_training(make_tiny):
     assert any(".lora_A." in n for n in changed) and any(".lora_B." in n for n in changed)
 
 
-def test_merged_unmerged_and_unloaded_agree(make_tiny, tokens):
+def test_merged_unmerged_and_unloaded_agree(make_tiny, tokens, randomize_lora_B):
     model = make_tiny()
     lora.add_lora(model, lora.LoraConfig(r=4, target_modules=ALL_LINEAR))
     randomize_lora_B(model)
@@ -61,7 +61,7 @@ def test_merged_unmerged_and_unloaded_agree(make_tiny, tokens):
     torch.testing.assert_close(logits(model, tokens), unmerged, atol=1e-4, rtol=0)
 
 
-def test_remove_lora_restores_the_base(make_tiny, tokens):
+def test_remove_lora_restores_the_base(make_tiny, tokens, randomize_lora_B):
     base = make_tiny()
     model = copy.deepcopy(base)
     lora.add_lora(model, lora.LoraConfig(target_modules=ALL_LINEAR))
@@ -79,7 +79,7 @@ def test_double_merge_is_refused(make_tiny):
         lora.merge_lora(model)
 
 
-def test_save_load_round_trip(make_tiny, tokens, tmp_path):
+def test_save_load_round_trip(make_tiny, tokens, tmp_path, randomize_lora_B):
     base = make_tiny()
     model = copy.deepcopy(base)
     lora.add_lora(model, lora.LoraConfig(r=4, alpha=4, target_modules=("q_proj", "down_proj")))
@@ -124,7 +124,7 @@ def test_rank_larger_than_layer_is_refused(make_tiny):
     assert not any(isinstance(m, lora.LoRALinear) for m in model.modules())
 
 
-def test_adding_twice_is_refused(make_tiny, tokens):
+def test_adding_twice_is_refused(make_tiny, tokens, randomize_lora_B):
     model = make_tiny()
     lora.add_lora(model, lora.LoraConfig())
     randomize_lora_B(model)

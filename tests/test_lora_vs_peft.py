@@ -6,7 +6,7 @@ import peft
 import pytest
 import torch
 
-from conftest import ALL_LINEAR, randomize_lora_B
+from peftlab import ALL_LINEAR
 from peftlab.methods import lora
 from peftlab.production import add_lora_peft, apply_lora, copy_lora_weights, lora_weights
 
@@ -17,7 +17,7 @@ CONFIGS = [
 ]
 
 
-def pair(make_tiny, config):
+def pair(make_tiny, config, randomize_lora_B):
     """A scratch and a peft model from the same random base, with the same LoRA weights."""
     base = make_tiny()
     scratch = copy.deepcopy(base)
@@ -29,8 +29,8 @@ def pair(make_tiny, config):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["qv-r4", "all-r8", "all-r16-rslora"])
-def test_same_weights_same_logits(make_tiny, tokens, config):
-    _, scratch, production = pair(make_tiny, config)
+def test_same_weights_same_logits(make_tiny, tokens, config, randomize_lora_B):
+    _, scratch, production = pair(make_tiny, config, randomize_lora_B)
     with torch.no_grad():
         torch.testing.assert_close(scratch(tokens).logits, production(tokens).logits, atol=1e-5, rtol=0)
     # and the test is not trivial: the LoRA path changes the output
@@ -38,24 +38,24 @@ def test_same_weights_same_logits(make_tiny, tokens, config):
         assert (scratch(tokens).logits - production(tokens).logits).abs().max() > 1e-3
 
 
-def test_same_parameter_count(make_tiny):
+def test_same_parameter_count(make_tiny, randomize_lora_B):
     config = CONFIGS[1]
-    _, scratch, production = pair(make_tiny, config)
+    _, scratch, production = pair(make_tiny, config, randomize_lora_B)
     trainable, total = production.get_nb_trainable_parameters()
     assert lora.count_parameters(scratch)["trainable"] == trainable
     assert lora.count_parameters(scratch)["total"] == total
 
 
-def test_scratch_saved_adapter_loads_in_peft(make_tiny, tokens, tmp_path):
-    base, scratch, _ = pair(make_tiny, CONFIGS[1])
+def test_scratch_saved_adapter_loads_in_peft(make_tiny, tokens, tmp_path, randomize_lora_B):
+    base, scratch, _ = pair(make_tiny, CONFIGS[1], randomize_lora_B)
     lora.save_lora(scratch, tmp_path / "adapter")
     loaded = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "adapter")
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens).logits, scratch(tokens).logits, atol=1e-5, rtol=0)
 
 
-def test_peft_saved_adapter_loads_in_scratch(make_tiny, tokens, tmp_path):
-    base, _, production = pair(make_tiny, CONFIGS[2])
+def test_peft_saved_adapter_loads_in_scratch(make_tiny, tokens, tmp_path, randomize_lora_B):
+    base, _, production = pair(make_tiny, CONFIGS[2], randomize_lora_B)
     production.save_pretrained(tmp_path / "adapter")
     fresh = copy.deepcopy(base)
     lora.load_lora(fresh, tmp_path / "adapter")
@@ -64,10 +64,10 @@ def test_peft_saved_adapter_loads_in_scratch(make_tiny, tokens, tmp_path):
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_training_steps_follow_the_same_loss(make_tiny, dropout):
+def test_training_steps_follow_the_same_loss(make_tiny, dropout, randomize_lora_B):
     """Five AdamW steps from the same weights and seed: the same losses, the same LoRA weights."""
     config = lora.LoraConfig(r=4, alpha=8, dropout=dropout, target_modules=ALL_LINEAR)
-    _, scratch, production = pair(make_tiny, config)
+    _, scratch, production = pair(make_tiny, config, randomize_lora_B)
     g = torch.Generator().manual_seed(3)
     batches = [torch.randint(0, 257, (4, 12), generator=g)] * 5  # one batch, so the loss must fall
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from conftest import randomize_lora_B
 from peftlab.methods import lora
 from peftlab.production import add_lora_peft
 
@@ -35,7 +34,7 @@ def notebook_definition(notebook: str, name: str, namespace: dict) -> object:
     raise AssertionError(f"{notebook} defines no {name}")
 
 
-def test_chapter01_lora_linear_matches_package_and_peft(make_tiny, tokens):
+def test_chapter01_lora_linear_matches_package_and_peft(make_tiny, tokens, randomize_lora_B):
     NotebookLoRA = notebook_definition("01_lora.ipynb", "LoRALinear", {"nn": nn, "torch": torch, "math": math})
     base = make_tiny()
     config = lora.LoraConfig(r=4, alpha=8, target_modules=("q_proj", "v_proj"))

@@ -8,6 +8,11 @@ A PEFT method changes a model in three steps, whatever the method:
    parameters (``wrap_targets``); the wrapper keeps the original as ``base_layer``;
 3. **freeze** everything that is not the method's (``freeze_except``).
 
+Every method is switched off the same way: each wrapper has ``disabled`` (while True it computes
+exactly as its ``base_layer``), and each method has a context manager ``disable_<method>(model)``
+built on ``wrappers_disabled``, which puts every wrapper back as it was on leaving the block, even
+on error. Whatever a method stores on the model (its config, hooks) is removed with it (``forget``).
+
 The mechanism is strict where silent mistakes are common: a target name that matches
 nothing is an error naming the closest real name; a module that is already wrapped
 (a notebook cell run twice) is an error, not a second wrapper; a module of a type the
@@ -24,10 +29,15 @@ from torch import nn
 
 
 class Wrapper(nn.Module):
-    """Base class of every peftlab wrapper: ``base_layer`` is the frozen original module."""
+    """Base class of every peftlab wrapper: ``base_layer`` is the frozen original module; while
+    ``disabled`` is True the wrapper computes exactly as ``base_layer``."""
 
     base_layer: nn.Module
     method_name: str = "a PEFT method"
+
+    def __init__(self):
+        super().__init__()
+        self.disabled = False
 
 
 class FrozenLinear(nn.Module):
@@ -53,7 +63,8 @@ class InjectionError(ValueError):
     """A target module could not be found or wrapped."""
 
 
-def _matches(path: str, target: str) -> bool:
+def matches(path: str, target: str) -> bool:
+    """Whether a module path is named by a target: the whole path, or its last components."""
     return path == target or path.endswith("." + target)
 
 
@@ -75,7 +86,7 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
         raise InjectionError("no target modules given; name at least one, for example ['q_proj', 'v_proj']")
     modules = [(path, m) for path, m in model.named_modules() if path]
     for target in target_names:
-        if not any(_matches(path, target) for path, _ in modules):
+        if not any(matches(path, target) for path, _ in modules):
             linear_names = leaf_names(model, LINEAR_TYPES)
             close = difflib.get_close_matches(target.rsplit(".", 1)[-1], leaf_names(model), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -83,7 +94,7 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
                 f"target module {target!r} matches no module of {type(model).__name__}.{hint} "
                 f"Linear layers in this model are named: {', '.join(linear_names)}.")
     # In model order; a module named by two targets (say "q_proj" and "self_attn.q_proj") comes once.
-    return [(path, m) for path, m in modules if any(_matches(path, t) for t in target_names)]
+    return [(path, m) for path, m in modules if any(matches(path, t) for t in target_names)]
 
 
 def wrap_targets(model: nn.Module, targets: list[tuple[str, nn.Module]], make_wrapper: Callable[[nn.Module], Wrapper],
@@ -132,22 +143,36 @@ def required_wrappers(model: nn.Module, wrapper_type: type, how_to_add: str) -> 
 
 @contextlib.contextmanager
 def wrappers_disabled(layers: list[Wrapper]):
-    """Set ``disabled`` on each wrapper for the duration of a ``with`` block (restored even on error)."""
+    """Set ``disabled`` on each wrapper inside a ``with`` block; on leaving it (even on error) each is
+    as it was before, so blocks nest: an inner block does not switch back on what an outer one switched off."""
+    before = [layer.disabled for layer in layers]
     for layer in layers:
         layer.disabled = True
     try:
         yield
     finally:
-        for layer in layers:
-            layer.disabled = False
+        for layer, was_disabled in zip(layers, before):
+            layer.disabled = was_disabled
+
+
+def unwrap_at(model: nn.Module, path: str) -> None:
+    """Put the wrapper at ``path``'s ``base_layer`` back in its place."""
+    set_submodule(model, path, model.get_submodule(path).base_layer)
 
 
 def unwrap(model: nn.Module, wrapper_type: type = Wrapper) -> list[str]:
     """Put every ``base_layer`` back in place of its wrapper; return the paths restored."""
     paths = [path for path, _ in wrappers(model, wrapper_type)]
     for path in paths:
-        set_submodule(model, path, model.get_submodule(path).base_layer)
+        unwrap_at(model, path)
     return paths
+
+
+def forget(model: nn.Module, *attributes: str) -> None:
+    """Remove what a method stored on the model (``peftlab_lora_config``, hooks, ...) when the method goes."""
+    for name in attributes:
+        if hasattr(model, name):
+            delattr(model, name)
 
 
 def freeze_except(model: nn.Module, is_trainable: Callable[[str], bool]) -> None:

@@ -68,11 +68,13 @@ def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return params
 
 
-def train(model, tokenizer, examples: list[dict], config: TrainConfig = TrainConfig(), forward=None) -> list[float]:
+def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = None, forward=None) -> list[float]:
     """Train the parameters that require grad with AdamW; return the loss at every step.
 
-    ``forward(model, batch)`` may replace the plain ``model(**batch).loss`` (prompt tuning uses it).
+    ``config``: a TrainConfig (None: its defaults). ``forward(model, batch)`` may replace the
+    plain ``model(**batch).loss`` (prompt tuning uses it).
     """
+    config = config if config is not None else TrainConfig()
     if not examples:
         raise ValueError("no training examples")
     params = trainable_parameters(model)

@@ -15,7 +15,8 @@ transformer layer while the layer itself stays frozen::
   at the base model.
 - **Several named adapters** can live in one model, one per task: ``add_adapter(model, "sentiment")``,
   ``set_active_adapter(model, "addition")``, ``delete_adapter(...)``. Switching costs nothing, and with
-  no adapter active the model is exactly the base model: nothing of it was changed.
+  no adapter active (or inside ``with disable_adapters(model):``) the model is exactly the base model:
+  nothing of it was changed.
 
 Where exactly the adapters sit in a Llama layer, matched to AdapterHub ``adapters`` (which
 the tests check to 1e-5 with the same weights; AdapterHub applies no extra layer norm on Llama):
@@ -38,8 +39,8 @@ import torch
 from torch import nn
 
 from peftlab.core.checkpoint import check_tensors, load_folder, save_folder
-from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except, set_submodule,
-                            unwrap, wrap_targets)
+from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, forget, freeze_except, unwrap,
+                                 unwrap_at, wrap_targets, wrappers_disabled)
 
 PLACEMENTS = ("houlsby", "pfeiffer")
 HOULSBY_TARGETS = ("self_attn.o_proj", "mlp")  # after attention (its output projection) and after the MLP
@@ -91,7 +92,7 @@ class Bottleneck(nn.Module):
 
 
 class AdapterSlot(Wrapper):
-    """A frozen module followed by ``h + A(h)`` for whichever named adapter is active (if any)."""
+    """A frozen module followed by ``h + A(h)`` for whichever named adapter is active (if any, and not disabled)."""
 
     method_name = "bottleneck adapters"
 
@@ -104,13 +105,13 @@ class AdapterSlot(Wrapper):
 
     def forward(self, *args, **kwargs):
         h = self.base_layer(*args, **kwargs)
-        if self.active is None or self.active not in self.adapters:
+        if self.disabled or self.active is None or self.active not in self.adapters:
             return h
         adapter = self.adapters[self.active]
         return h + adapter(h.to(adapter.down.weight.dtype)).to(h.dtype)
 
     def extra_repr(self) -> str:
-        return f"adapters={list(self.adapters)}, active={self.active}"
+        return f"adapters={list(self.adapters)}, active={self.active}, disabled={self.disabled}"
 
 
 def _hidden_size(model: nn.Module) -> int:
@@ -130,7 +131,8 @@ def _targets(model: nn.Module, placement: str) -> list[tuple[str, nn.Module]]:
     return find_targets(model, HOULSBY_TARGETS)
 
 
-def _slots(model: nn.Module) -> list[tuple[str, AdapterSlot]]:
+def adapter_slots(model: nn.Module) -> list[tuple[str, AdapterSlot]]:
+    """Every place that holds adapters, with its path."""
     return [(p, m) for p, m in model.named_modules() if isinstance(m, AdapterSlot)]
 
 
@@ -138,10 +140,10 @@ def adapter_names(model: nn.Module) -> list[str]:
     return sorted(getattr(model, "peftlab_adapter_configs", {}))
 
 
-def add_adapter(model: nn.Module, name: str, config: AdapterConfig = AdapterConfig(), activate: bool = True) -> dict:
+def add_adapter(model: nn.Module, name: str, config: AdapterConfig | None = None, activate: bool = True) -> dict:
     """Add a named bottleneck adapter to every layer; freeze all but the active adapter's weights.
 
-    Changes ``model`` in place. A second call with a new name adds a second adapter beside
+    ``config``: an AdapterConfig (None: the defaults, Houlsby placement). Changes ``model`` in place. A second call with a new name adds a second adapter beside
     the first (the multi-task setting); the same name twice is an error.
     """
     if not name.isidentifier():
@@ -150,6 +152,7 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig = AdapterConf
     if name in configs:
         raise InjectionError(f"this model already has an adapter named {name!r} (was this cell run twice?); "
                              f"use another name, or delete_adapter(model, {name!r}) first")
+    config = config if config is not None else AdapterConfig()
     hidden = _hidden_size(model)
     Bottleneck(hidden, config)  # validate the width before changing anything
     targets = _targets(model, config.placement)
@@ -172,54 +175,43 @@ def set_active_adapter(model: nn.Module, name: str | None) -> None:
     """Route every layer through adapter ``name`` (None: no adapter, the base model); train only it."""
     if name is not None and name not in adapter_names(model):
         raise KeyError(f"no adapter named {name!r}; this model has {adapter_names(model)}")
-    for _, slot in _slots(model):
+    for _, slot in adapter_slots(model):
         slot.active = name
     freeze_except(model, lambda p: name is not None and f".adapters.{name}." in p)
 
 
 def active_adapter(model: nn.Module) -> str | None:
-    slots = _slots(model)
+    slots = adapter_slots(model)
     return slots[0][1].active if slots else None
 
 
 @contextlib.contextmanager
 def disable_adapters(model: nn.Module):
     """Inside this block no adapter is applied: the model computes exactly as the base."""
-    previous = active_adapter(model)
-    for _, slot in _slots(model):
-        slot.active = None
-    try:
+    with wrappers_disabled([slot for _, slot in adapter_slots(model)]):
         yield model
-    finally:
-        for _, slot in _slots(model):
-            slot.active = previous
 
 
 def delete_adapter(model: nn.Module, name: str) -> None:
     """Remove adapter ``name``; when none is left, the wrappers go too and the model is the base again."""
     if name not in adapter_names(model):
         raise KeyError(f"no adapter named {name!r}; this model has {adapter_names(model)}")
-    for _, slot in _slots(model):
+    for _, slot in adapter_slots(model):
         if name in slot.adapters:
             del slot.adapters[name]
         if slot.active == name:
             slot.active = None
     del model.peftlab_adapter_configs[name]
-    for path, slot in _slots(model):
+    for path, slot in adapter_slots(model):
         if len(slot.adapters) == 0:
-            unwrap_one(model, path)
+            unwrap_at(model, path)
     if not model.peftlab_adapter_configs:
-        del model.peftlab_adapter_configs
-
-
-def unwrap_one(model: nn.Module, path: str) -> None:
-    set_submodule(model, path, model.get_submodule(path).base_layer)
+        forget(model, "peftlab_adapter_configs")
 
 
 def remove_adapters(model: nn.Module) -> nn.Module:
     unwrap(model, AdapterSlot)
-    if hasattr(model, "peftlab_adapter_configs"):
-        del model.peftlab_adapter_configs
+    forget(model, "peftlab_adapter_configs")
     return model
 
 
@@ -229,7 +221,7 @@ def save_adapter(model: nn.Module, name: str, out_dir: str | Path) -> Path:
     if name not in adapter_names(model):
         raise KeyError(f"no adapter named {name!r}; this model has {adapter_names(model)}")
     config = model.peftlab_adapter_configs[name]
-    tensors = {f"{path}.{key}": t for path, slot in _slots(model) if name in slot.adapters
+    tensors = {f"{path}.{key}": t for path, slot in adapter_slots(model) if name in slot.adapters
                for key, t in slot.adapters[name].state_dict().items()}
     return save_folder(out_dir, {"name": name, "hidden_size": _hidden_size(model), **asdict(config)}, tensors,
                        weights_name="adapter.safetensors")
@@ -248,7 +240,7 @@ def load_adapter(model: nn.Module, in_dir: str | Path, name: str | None = None, 
                          f"{path}.up.weight": (hidden, width), f"{path}.up.bias": (hidden,)})
     check_tensors(expected, tensors, f"adapter in {in_dir} (saved for hidden size {raw.get('hidden_size')})")
     report = add_adapter(model, name, config, activate=activate)
-    for path, slot in _slots(model):
+    for path, slot in adapter_slots(model):
         if name in slot.adapters:
             slot.adapters[name].load_state_dict({k: tensors[f"{path}.{k}"] for k in ("down.weight", "down.bias",
                                                                                       "up.weight", "up.bias")})

@@ -3,7 +3,8 @@
 The methods compose because they share one injection mechanism (:mod:`peftlab.core.inject`): each
 wraps *different* modules (the input embedding, linear layers, whole blocks), a method may
 wrap a layer that another method already wrapped, and no method may wrap the same module twice.
-What a hybrid adds is only the bookkeeping: after both methods are in, both are trainable.
+What a hybrid adds is only the bookkeeping: each method freezes everything but its own parameters,
+so after the second one is in, the first one's parameters are made trainable again.
 
 | hybrid | what is trained | production counterpart |
 |---|---|---|
@@ -21,12 +22,17 @@ from __future__ import annotations
 
 from torch import nn
 
+from peftlab.core.inject import ALL_LINEAR, count_parameters
 from peftlab.methods import bottleneck, lora, prompt, qlora
-from peftlab.core.inject import count_parameters, freeze_except
 
 
-def _train_only(model: nn.Module, *markers: str) -> dict:
-    freeze_except(model, lambda name: any(marker in name for marker in markers))
+def _add_lora_keeping_trainable(model: nn.Module, lora_config: lora.LoraConfig) -> dict:
+    """Add LoRA as a second method: it freezes all but its own parameters, so the first method's
+    (whatever was trainable before) are made trainable again."""
+    first_method = [p for p in model.parameters() if p.requires_grad]
+    lora.add_lora(model, lora_config)
+    for p in first_method:
+        p.requires_grad_(True)
     return count_parameters(model)
 
 
@@ -34,21 +40,19 @@ def add_prompt_and_lora(model: nn.Module, prompt_config: prompt.PromptTuningConf
                         tokenizer=None) -> dict:
     """A soft prompt in front of the input, and LoRA in the layers."""
     prompt.add_prompt(model, prompt_config, tokenizer=tokenizer)
-    lora.add_lora(model, lora_config)
-    return _train_only(model, "embed_tokens.prompt", ".lora_A.", ".lora_B.")
+    return _add_lora_keeping_trainable(model, lora_config)
 
 
 def add_adapter_and_lora(model: nn.Module, name: str, adapter_config: bottleneck.AdapterConfig,
                          lora_config: lora.LoraConfig) -> dict:
     """A named bottleneck adapter, and LoRA in the layers (inside the adapter's blocks where they overlap)."""
     bottleneck.add_adapter(model, name, adapter_config)
-    lora.add_lora(model, lora_config)
-    return _train_only(model, f".adapters.{name}.", ".lora_A.", ".lora_B.")
+    return _add_lora_keeping_trainable(model, lora_config)
 
 
 def add_qlora_base_and_adapter(model: nn.Module, name: str, adapter_config: bottleneck.AdapterConfig,
-                               targets=qlora.ALL_LINEAR, double_quant: bool = True) -> dict:
+                               targets=ALL_LINEAR, double_quant: bool = True) -> dict:
     """Quantize the linear layers to NF4 (frozen), then train a bottleneck adapter on top."""
     report = qlora.quantize_model(model, targets, double_quant=double_quant)
-    bottleneck.add_adapter(model, name, adapter_config)
-    return {"bits_per_parameter": report["bits_per_parameter"], **_train_only(model, f".adapters.{name}.")}
+    bottleneck.add_adapter(model, name, adapter_config)  # trains only the adapter
+    return {"bits_per_parameter": report["bits_per_parameter"], **count_parameters(model)}

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
-from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, freeze_except,
-                            required_wrappers, unwrap, wrap_targets, wrappers_disabled)
+from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, forget, freeze_except, matches,
+                                 required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
 
 @dataclass
@@ -56,7 +56,6 @@ class IA3Linear(Wrapper):
         self.is_feedforward = is_feedforward
         size = base_layer.in_features if is_feedforward else base_layer.out_features
         self.ia3_l = nn.Parameter(torch.ones(size, device=base_layer.weight.device))
-        self.disabled = False
         self.folded = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,11 +85,14 @@ class IA3Linear(Wrapper):
 
 
 def _is_feedforward(path: str, config: IA3Config) -> bool:
-    return any(path == m or path.endswith("." + m) for m in config.feedforward_modules)
+    return any(matches(path, m) for m in config.feedforward_modules)
 
 
-def add_ia3(model: nn.Module, config: IA3Config = IA3Config()) -> dict:
-    """Wrap the targets in IA3Linear and freeze everything but the IA3 vectors; returns a report."""
+def add_ia3(model: nn.Module, config: IA3Config | None = None) -> dict:
+    """Wrap the targets in IA3Linear and freeze everything but the IA3 vectors; returns a report.
+
+    ``config``: an IA3Config (None: the defaults, peft's for Llama)."""
+    config = config if config is not None else IA3Config()
     targets = find_targets(model, config.target_modules)
     by_module = {id(m): _is_feedforward(p, config) for p, m in targets}
     paths = wrap_targets(model, targets, lambda m: IA3Linear(m, by_module[id(m)]), IA3Linear)
@@ -118,8 +120,7 @@ def fold_ia3(model: nn.Module) -> nn.Module:
     for _, layer in ia3_layers(model):
         layer.fold()
     unwrap(model, IA3Linear)
-    if hasattr(model, "peftlab_ia3_config"):
-        del model.peftlab_ia3_config
+    forget(model, "peftlab_ia3_config")
     return model
 
 
@@ -128,8 +129,7 @@ def remove_ia3(model: nn.Module) -> nn.Module:
         if layer.folded:
             raise RuntimeError("IA3 is folded into the weights; it cannot be removed. Reload the base model")
     unwrap(model, IA3Linear)
-    if hasattr(model, "peftlab_ia3_config"):
-        del model.peftlab_ia3_config
+    forget(model, "peftlab_ia3_config")
     return model
 
 

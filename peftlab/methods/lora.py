@@ -28,7 +28,7 @@ from torch import nn
 
 from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
 from peftlab.core.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
-                            freeze_except, required_wrappers, unwrap, wrap_targets, wrappers_disabled)
+                                 forget, freeze_except, required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
 
 @dataclass
@@ -53,6 +53,14 @@ class LoraConfig:
         return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
 
 
+def check_rank(r: int, layer: nn.Linear | FrozenLinear, path: str = "this layer") -> None:
+    """A rank above min(d_in, d_out) adds parameters without adding expressive power: refuse it."""
+    d_in, d_out = layer.in_features, layer.out_features
+    if r > min(d_in, d_out):
+        raise ValueError(f"LoRA rank r={r} is larger than {path} ({d_out}x{d_in}) allows: a rank above "
+                         f"min(d_in, d_out) adds parameters without adding expressive power; use r <= {min(d_in, d_out)}")
+
+
 class LoRALinear(Wrapper):
     """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` around a frozen ``nn.Linear``
     (or a :class:`~peftlab.core.inject.FrozenLinear`, such as an NF4 layer: that is QLoRA)."""
@@ -61,17 +69,14 @@ class LoRALinear(Wrapper):
 
     def __init__(self, base_layer: nn.Linear | FrozenLinear, config: LoraConfig):
         super().__init__()
+        check_rank(config.r, base_layer)
         d_in, d_out = base_layer.in_features, base_layer.out_features
-        if config.r > min(d_in, d_out):
-            raise ValueError(f"LoRA rank r={config.r} exceeds what a {d_out}x{d_in} layer allows: a rank above "
-                             f"min(d_in, d_out)={min(d_in, d_out)} adds parameters without adding any expressive power")
         self.base_layer = base_layer
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.lora_A = nn.Linear(d_in, config.r, bias=False)
         self.lora_B = nn.Linear(config.r, d_out, bias=False)
         self.scaling = config.scaling
         self.merged = False
-        self.disabled = False
         like = next(base_layer.buffers(), None) if isinstance(base_layer, FrozenLinear) else base_layer.weight
         dtype = getattr(base_layer, "compute_dtype", None) or like.dtype
         self.to(device=like.device if like is not None else None, dtype=dtype)
@@ -117,16 +122,17 @@ class LoRALinear(Wrapper):
 
 # --- putting LoRA into a model, and taking it out ---------------------------------------
 
-def add_lora(model: nn.Module, config: LoraConfig = LoraConfig()) -> dict:
+def add_lora(model: nn.Module, config: LoraConfig | None = None) -> dict:
     """Wrap every target module of ``model`` in a LoRALinear and freeze all but LoRA's A and B.
 
+    ``config``: a LoraConfig (None: the defaults, the LoRA paper's r=8 on q and v).
     Changes ``model`` in place and returns a report: the wrapped paths and the parameter counts.
     """
+    config = config if config is not None else LoraConfig()
     targets = find_targets(model, config.target_modules)
     for path, module in targets:  # validate the rank on every target before changing anything
-        if isinstance(module, LINEAR_TYPES) and config.r > min(module.in_features, module.out_features):
-            raise ValueError(f"LoRA rank r={config.r} is larger than {path} ({module.out_features}x{module.in_features}) "
-                             f"allows: use r <= {min(module.in_features, module.out_features)}")
+        if isinstance(module, LINEAR_TYPES):
+            check_rank(config.r, module, path)
     paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config), LoRALinear)
     model.peftlab_lora_config = config
     freeze_except(model, lambda name: ".lora_A." in name or ".lora_B." in name)
@@ -168,7 +174,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
         if not layer.merged:
             layer.merge()
     unwrap(model, LoRALinear)
-    _forget_config(model)
+    forget(model, "peftlab_lora_config")
     return model
 
 
@@ -178,20 +184,13 @@ def remove_lora(model: nn.Module) -> nn.Module:
         if layer.merged:
             layer.unmerge()
     unwrap(model, LoRALinear)
-    _forget_config(model)
+    forget(model, "peftlab_lora_config")
     return model
-
-
-def _forget_config(model: nn.Module) -> None:
-    if hasattr(model, "peftlab_lora_config"):
-        del model.peftlab_lora_config
 
 
 # --- saving and loading, in peft's format ----------------------------------------------
 # peft saves `adapter_config.json` and `adapter_model.safetensors` whose keys are
-# "base_model.model." + module path + ".lora_A.weight" (the adapter's name is dropped).
-
-PEFT_PREFIX = "base_model.model."
+# PEFT_PREFIX ("base_model.model.") + module path + ".lora_A.weight" (the adapter's name is dropped).
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

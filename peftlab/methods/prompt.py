@@ -23,6 +23,7 @@ consistently, so the hook refuses a cache with a clear error instead of a silent
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,8 @@ import torch
 from torch import nn
 
 from peftlab.core.checkpoint import check_tensors, load_folder, save_folder
-from peftlab.core.inject import Wrapper, count_parameters, find_targets, freeze_except, unwrap, wrap_targets
+from peftlab.core.inject import (Wrapper, count_parameters, find_targets, forget, freeze_except, unwrap, wrap_targets,
+                                 wrappers_disabled)
 
 INITS = ("random", "vocab", "text")
 
@@ -40,7 +42,7 @@ class PromptTuningConfig:
     num_virtual_tokens: int = 16      # Lester used 100; gains flatten past about 20 at every scale they tried
     init: str = "vocab"               # "random" | "vocab" | "text"; non-random starts win at small model scale
     init_text: str | None = None      # required for init="text"
-    embedding_module: str = "embed_tokens"
+    embedding_module: str = "embed_tokens"  # the input embedding's name in Llama, Mistral and Qwen
 
     def __post_init__(self):
         if isinstance(self.num_virtual_tokens, bool) or not isinstance(self.num_virtual_tokens, int) \
@@ -62,7 +64,6 @@ class SoftPromptEmbedding(Wrapper):
         self.base_layer = base_layer
         self.prompt = nn.Parameter(torch.zeros(num_virtual_tokens, base_layer.embedding_dim,
                                                device=base_layer.weight.device, dtype=base_layer.weight.dtype))
-        self.prepend = True  # the model hook turns this off when it is not needed (disabled)
 
     @property
     def num_virtual_tokens(self) -> int:
@@ -70,7 +71,7 @@ class SoftPromptEmbedding(Wrapper):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         embedded = self.base_layer(input_ids)
-        if not self.prepend:
+        if self.disabled:
             return embedded
         prompt = self.prompt.to(embedded.dtype).unsqueeze(0).expand(embedded.shape[0], -1, -1)
         return torch.cat([prompt, embedded], dim=1)
@@ -92,8 +93,11 @@ def _initial_prompt(embedding: nn.Embedding, config: PromptTuningConfig, tokeniz
     return weight[torch.tensor(ids)].clone()
 
 
-def add_prompt(model: nn.Module, config: PromptTuningConfig = PromptTuningConfig(), tokenizer=None) -> dict:
-    """Prepend a trainable soft prompt to every input of ``model``; freeze everything else."""
+def add_prompt(model: nn.Module, config: PromptTuningConfig | None = None, tokenizer=None) -> dict:
+    """Prepend a trainable soft prompt to every input of ``model``; freeze everything else.
+
+    ``config``: a PromptTuningConfig (None: the defaults, 16 virtual tokens from the vocabulary)."""
+    config = config if config is not None else PromptTuningConfig()
     targets = find_targets(model, [config.embedding_module])
     if len(targets) != 1:
         raise ValueError(f"expected one input embedding named {config.embedding_module!r}, found {len(targets)}")
@@ -101,15 +105,15 @@ def add_prompt(model: nn.Module, config: PromptTuningConfig = PromptTuningConfig
     if max_positions is not None and config.num_virtual_tokens >= max_positions:
         raise ValueError(f"a soft prompt of {config.num_virtual_tokens} tokens leaves no room in a context of "
                          f"{max_positions} positions; use fewer than {max_positions} virtual tokens")
-    wrap_targets(model, targets, lambda m: SoftPromptEmbedding(m, config.num_virtual_tokens), SoftPromptEmbedding,
-                 wrappable=(nn.Embedding,))
+    (path,) = wrap_targets(model, targets, lambda m: SoftPromptEmbedding(m, config.num_virtual_tokens),
+                           SoftPromptEmbedding, wrappable=(nn.Embedding,))
     layer = soft_prompt_layer(model)
     with torch.no_grad():
         layer.prompt.copy_(_initial_prompt(layer.base_layer, config, tokenizer))
     model.peftlab_prompt_config = config
     model.peftlab_prompt_hooks = (model.register_forward_pre_hook(_extend_inputs, with_kwargs=True),
                                   model.register_forward_hook(_trim_logits, with_kwargs=True))
-    freeze_except(model, lambda name: name.endswith(".prompt") and "embed" in name)
+    freeze_except(model, lambda name: name == f"{path}.prompt")
     return {"num_virtual_tokens": config.num_virtual_tokens, **count_parameters(model)}
 
 
@@ -122,7 +126,7 @@ def soft_prompt_layer(model: nn.Module) -> SoftPromptEmbedding:
 
 def _extend_inputs(model, args, kwargs):
     layer = soft_prompt_layer(model)
-    if not layer.prepend:
+    if layer.disabled:
         return args, kwargs
     n = layer.num_virtual_tokens
     if kwargs.get("inputs_embeds") is not None:
@@ -161,22 +165,16 @@ def _trim_logits(model, args, kwargs, output):
     input_ids = kwargs.get("input_ids", args[0] if args else None)
     logits = getattr(output, "logits", None)
     # drop the virtual positions; with logits_to_keep (generate) there is nothing to drop
-    if layer.prepend and logits is not None and input_ids is not None and logits.shape[1] > input_ids.shape[1]:
+    if not layer.disabled and logits is not None and input_ids is not None and logits.shape[1] > input_ids.shape[1]:
         output.logits = logits[:, -input_ids.shape[1]:]
     return output
 
 
-class disable_prompt:
-    """Inside ``with disable_prompt(model):`` no soft prompt is prepended: the base model."""
-
-    def __init__(self, model):
-        self.layer = soft_prompt_layer(model)
-
-    def __enter__(self):
-        self.layer.prepend = False
-
-    def __exit__(self, *exc):
-        self.layer.prepend = True
+@contextlib.contextmanager
+def disable_prompt(model: nn.Module):
+    """Inside this block no soft prompt is prepended: the model computes exactly as the base."""
+    with wrappers_disabled([soft_prompt_layer(model)]):
+        yield model
 
 
 def remove_prompt(model: nn.Module) -> nn.Module:
@@ -184,7 +182,7 @@ def remove_prompt(model: nn.Module) -> nn.Module:
     for handle in model.peftlab_prompt_hooks:
         handle.remove()
     unwrap(model, SoftPromptEmbedding)
-    del model.peftlab_prompt_hooks, model.peftlab_prompt_config
+    forget(model, "peftlab_prompt_hooks", "peftlab_prompt_config")
     return model
 
 
@@ -219,10 +217,11 @@ def load_prompt(model: nn.Module, in_dir: str | Path) -> dict:
     raw, tensors = load_folder(in_dir)
     if raw.get("peft_type") != "PROMPT_TUNING":
         raise ValueError(f"{in_dir} holds a {raw.get('peft_type')} adapter, not a prompt-tuning soft prompt")
-    (embedding_path, embedding), = find_targets(model, ["embed_tokens"])
-    check_tensors({"prompt_embeddings": (raw["num_virtual_tokens"], embedding.embedding_dim)}, tensors,
+    config = PromptTuningConfig(num_virtual_tokens=raw["num_virtual_tokens"], init="random")  # then overwritten
+    (_, embedding), = find_targets(model, [config.embedding_module])
+    check_tensors({"prompt_embeddings": (config.num_virtual_tokens, embedding.embedding_dim)}, tensors,
                   f"soft prompt in {in_dir}")
-    report = add_prompt(model, PromptTuningConfig(num_virtual_tokens=raw["num_virtual_tokens"], init="random"))
+    report = add_prompt(model, config)
     with torch.no_grad():
         soft_prompt_layer(model).prompt.copy_(tensors["prompt_embeddings"])
     return report

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.core.inject import ALL_LINEAR, InjectionError, find_targets, set_submodule
+from peftlab.core.inject import ALL_LINEAR, InjectionError, find_targets, freeze_except, set_submodule
 from peftlab.methods.lora import LoraConfig, add_lora
 from peftlab.methods.nf4 import NF4Linear
-
 
 
 def quantize_model(model: nn.Module, targets=ALL_LINEAR, double_quant: bool = True) -> dict:
@@ -42,14 +41,15 @@ def quantize_model(model: nn.Module, targets=ALL_LINEAR, double_quant: bool = Tr
         layer = NF4Linear(module, double_quant=double_quant)
         after += layer.weight_nf4.nbytes()
         set_submodule(model, path, layer)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    freeze_except(model, lambda name: False)  # the whole base is frozen; a method added next trains its own
     return {"quantized": [p for p, _ in found], "bytes_before": before, "bytes_after": after,
             "bits_per_parameter": 8 * after / (before / found[0][1].weight.element_size())}
 
 
-def add_qlora(model: nn.Module, lora_config: LoraConfig = LoraConfig(target_modules=ALL_LINEAR),
-              double_quant: bool = True) -> dict:
-    """Quantize the linear layers that LoRA targets to NF4, then add LoRA on top of them."""
+def add_qlora(model: nn.Module, lora_config: LoraConfig | None = None, double_quant: bool = True) -> dict:
+    """Quantize the linear layers that LoRA targets to NF4, then add LoRA on top of them.
+
+    ``lora_config``: a LoraConfig (None: r=8 on every linear layer, the paper's recipe)."""
+    lora_config = lora_config if lora_config is not None else LoraConfig(target_modules=ALL_LINEAR)
     report = quantize_model(model, lora_config.target_modules, double_quant=double_quant)
     return {**report, **add_lora(model, lora_config)}
