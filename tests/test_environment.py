@@ -25,14 +25,3 @@ def test_torch_is_a_cpu_build_when_there_is_no_gpu():
 
     if not torch.cuda.is_available():
         assert torch.version.cuda is None, "a CUDA build of torch was installed on a machine without a GPU"
-
-
-def test_scratch_method_files_never_import_production_libraries():
-    """Production libraries only in production.py; widgets and plots only in widgets.py (the explorers' views)."""
-    allowed = {"production.py": ("peft", "adapters", "bitsandbytes"), "widgets.py": ("ipywidgets", "plotly")}
-    for path in (ROOT / "peftlab").glob("*.py"):
-        source = path.read_text()
-        for lib in ("peft", "adapters", "bitsandbytes", "ipywidgets", "plotly"):
-            if lib in allowed.get(path.name, ()):
-                continue
-            assert not re.search(rf"^\s*(import|from)\s+{lib}\b", source, flags=re.M), f"{path.name} imports {lib}"
