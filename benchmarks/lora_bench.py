@@ -19,8 +19,8 @@ import torch
 import peftlab
 from peftlab import ALL_LINEAR, LoraConfig, load_base, load_task
 from peftlab.course.measure import forward_latency, interleaved_medians, training_step
-from peftlab.production import apply_lora, copy_lora_weights
 from peftlab.course.train import collate
+from peftlab.production import apply_lora, copy_lora_weights
 
 
 def main():

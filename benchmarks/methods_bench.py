@@ -18,12 +18,12 @@ import torch
 
 import peftlab
 from peftlab import ALL_LINEAR, load_base, load_task
-from peftlab.methods import bottleneck, hybrid, ia3, lora, nf4, prompt, qlora
 from peftlab.course.measure import forward_latency, interleaved_medians, training_step
-from peftlab.production import (add_adapter_adapterhub, add_adapter_and_lora_adapterhub, add_ia3_peft, add_lora_peft,
-                                add_prompt_peft, load_base_4bit)
 from peftlab.course.tasks import load_stories
 from peftlab.course.train import collate
+from peftlab.methods import bottleneck, hybrid, ia3, lora, nf4, prompt, qlora
+from peftlab.production import (add_adapter_adapterhub, add_adapter_and_lora_adapterhub, add_ia3_peft, add_lora_peft,
+                                add_prompt_peft, load_base_4bit)
 
 
 def build(base):

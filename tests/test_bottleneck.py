@@ -6,8 +6,8 @@ import pytest
 import torch
 
 
-from peftlab.methods import bottleneck as bn
 from peftlab.core.inject import InjectionError
+from peftlab.methods import bottleneck as bn
 from peftlab.production import add_adapter_adapterhub, copy_adapter_weights
 
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from peftlab.tools import explore, widgets
 from peftlab.methods import nf4
+from peftlab.tools import explore, widgets
 
 
 def test_rank_profile_of_a_rank_two_matrix():

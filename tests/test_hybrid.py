@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from peftlab import ALL_LINEAR, load_base, load_task
+from peftlab.core.inject import count_parameters
+from peftlab.course.train import TrainConfig, collate, train
 from peftlab.methods import hybrid
 from peftlab.methods.bottleneck import AdapterConfig
-from peftlab.core.inject import count_parameters
 from peftlab.methods.lora import LoraConfig
+from peftlab.methods.prompt import PromptTuningConfig
 from peftlab.production import (add_adapter_adapterhub, add_adapter_and_lora_adapterhub, copy_adapter_weights,
                                 copy_hybrid_weights_to_adapterhub, load_base_4bit)
-from peftlab.methods.prompt import PromptTuningConfig
-from peftlab.course.train import TrainConfig, collate, train
 
 
 def randomize(model, seed=0):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 
-from peftlab.methods import ia3
 from peftlab.core.inject import InjectionError
+from peftlab.methods import ia3
 from peftlab.production import add_ia3_peft
 
 

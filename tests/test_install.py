@@ -12,6 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def own_install() -> list[str]:
+    """What this environment holds of peftlab (an editable install: a .pth, a finder and its dist-info)."""
+    return sorted(p.name for p in Path(sysconfig.get_paths()["purelib"]).iterdir() if "peftlab" in p.name)
+
+
 def test_pip_install_into_a_fresh_venv_then_load_base_from_another_folder(tmp_path):
     # Build from a copy of what the wheel is made of, so that the checkout gets no build/ folder.
     source = tmp_path / "source"
@@ -26,8 +31,11 @@ def test_pip_install_into_a_fresh_venv_then_load_base_from_another_folder(tmp_pa
     # The dependencies (torch, transformers, ...) come from this environment, without a download; its own
     # editable peftlab does not come along (a path in a .pth file does not run that folder's .pth files).
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    own_before = own_install()
+    # --ignore-installed: pip must not uninstall the peftlab of the environment running this test
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--prefix", str(venv), str(source)], check=True)
+                    "--ignore-installed", "--disable-pip-version-check", "--prefix", str(venv), str(source)], check=True)
+    assert own_install() == own_before, "pip changed this environment's own peftlab"
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

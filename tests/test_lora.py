@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from peftlab import ALL_LINEAR
-from peftlab.methods import lora
 from peftlab.core.inject import InjectionError
+from peftlab.methods import lora
 
 
 def logits(model, tokens):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from peftlab import ALL_LINEAR, load_base, load_task
-from peftlab.methods import bottleneck, ia3, lora, prompt, qlora
 from peftlab.course.train import TrainConfig, evaluate, train
+from peftlab.methods import bottleneck, ia3, lora, prompt, qlora
 
 METHODS = {
     "lora": (lambda m, tok: lora.add_lora(m, lora.LoraConfig(target_modules=ALL_LINEAR)), 3e-3),

@@ -6,10 +6,10 @@ import peft
 import pytest
 import torch
 
-from peftlab.methods import prompt
 from peftlab.core.inject import InjectionError
-from peftlab.production import add_prompt_peft, peft_prompt_weight
 from peftlab.course.train import TrainConfig, collate, evaluate, train
+from peftlab.methods import prompt
+from peftlab.production import add_prompt_peft, peft_prompt_weight
 
 N = 5
 

@@ -7,10 +7,10 @@ import torch
 
 from peftlab import ALL_LINEAR, LoraConfig, load_base, load_task
 from peftlab.core.inject import InjectionError
-from peftlab.methods.lora import lora_layers, merge_lora, unmerge_lora
-from peftlab.production import add_lora_peft, copy_lora_weights, load_base_4bit
-from peftlab.methods.qlora import add_qlora, quantize_model
 from peftlab.course.train import TrainConfig, collate, evaluate, train
+from peftlab.methods.lora import lora_layers, merge_lora, unmerge_lora
+from peftlab.methods.qlora import add_qlora, quantize_model
+from peftlab.production import add_lora_peft, copy_lora_weights, load_base_4bit
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from peftlab.tools import memory
 from peftlab.core.inject import ALL_LINEAR
+from peftlab.tools import memory
 
 
 def _shape(args) -> memory.ModelShape:

@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 
-from peftlab.methods import bottleneck, hybrid, ia3, lora, prompt, qlora
 from peftlab.core.inject import ALL_LINEAR, count_parameters
 from peftlab.course.model import load_base
 from peftlab.course.tasks import load_task
 from peftlab.course.train import TrainConfig, evaluate, train
+from peftlab.methods import bottleneck, hybrid, ia3, lora, prompt, qlora
 
 
 

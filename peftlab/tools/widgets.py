@@ -16,8 +16,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from peftlab.tools import explore
 from peftlab.methods.nf4 import CODEBOOKS
+from peftlab.tools import explore
 
 
 class Explorer(widgets.VBox):
