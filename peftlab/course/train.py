@@ -68,11 +68,20 @@ def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return params
 
 
-def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = None, forward=None) -> list[float]:
+def on_device(batch: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
+    """The batch moved to where the model's parameters are (a no-op on the CPU)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = None, forward=None,
+          callback=None) -> list[float]:
     """Train the parameters that require grad with AdamW; return the loss at every step.
 
     ``config``: a TrainConfig (None: its defaults). ``forward(model, batch)`` may replace the
-    plain ``model(**batch).loss`` (prompt tuning uses it).
+    plain ``model(**batch).loss`` (prompt tuning uses it). ``callback(step, model)``, if given,
+    runs after every step; when it returns True, training stops there (early stopping:
+    :func:`peftlab.tools.experiments.run_to_convergence` evaluates in it).
     """
     config = config if config is not None else TrainConfig()
     if not examples:
@@ -96,7 +105,7 @@ def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = N
     bar = tqdm(batches(examples, config.batch_size, config.steps, config.seed), total=config.steps,
                disable=not config.progress, desc="training", leave=False, mininterval=0.5)
     for batch_examples in bar:
-        loss = forward(model, pad_batch([encode(ex) for ex in batch_examples], tokenizer.pad_token_id))
+        loss = forward(model, on_device(pad_batch([encode(ex) for ex in batch_examples], tokenizer.pad_token_id), model))
         loss.backward()
         opt.step()
         sched.step()
@@ -104,6 +113,9 @@ def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = N
         losses.append(loss.item())
         if len(losses) % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / 10:.3f}")
+        if callback is not None and callback(len(losses), model):
+            break
+    bar.close()
     model.eval()
     return losses
 
@@ -121,7 +133,7 @@ def evaluate(model, tokenizer, examples: list[dict], batch_size: int = 100, forw
     forward_logits = forward_logits or (lambda m, batch: m(input_ids=batch["input_ids"],
                                                             attention_mask=batch["attention_mask"]).logits)
     for i in range(0, len(examples), batch_size):
-        batch = collate(tokenizer, examples[i : i + batch_size])
+        batch = on_device(collate(tokenizer, examples[i : i + batch_size]), model)
         logits = forward_logits(model, batch)[:, :-1].float()
         targets = batch["labels"][:, 1:]
         scored = targets != -100
@@ -140,7 +152,7 @@ def language_modelling_loss(model, tokenizer, texts: list[str]) -> float:
     model.eval()
     total, count = 0.0, 0
     for text in texts:
-        ids = torch.tensor([tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]])
+        ids = torch.tensor([tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]], device=next(model.parameters()).device)
         loss = model(input_ids=ids, labels=ids).loss
         total += float(loss) * (ids.shape[1] - 1)
         count += ids.shape[1] - 1

@@ -158,7 +158,7 @@ def quantize_blockwise_8bit(x: torch.Tensor, blocksize: int = ABSMAX_BLOCKSIZE) 
 
 
 def dequantize_blockwise_8bit(codes: torch.Tensor, absmax: torch.Tensor, blocksize: int = ABSMAX_BLOCKSIZE) -> torch.Tensor:
-    values = dynamic_codebook()[codes.long()]
+    values = dynamic_codebook().to(codes.device)[codes.long()]
     return _times_block_scale(values, absmax, blocksize)
 
 
@@ -167,7 +167,7 @@ def _times_block_scale(values: torch.Tensor, absmax: torch.Tensor, blocksize: in
     if n % blocksize == 0:
         return (values.view(-1, blocksize) * absmax.unsqueeze(1)).view(-1)
     full = n - n % blocksize
-    out = torch.empty(n, dtype=torch.float32)
+    out = torch.empty(n, dtype=torch.float32, device=values.device)
     out[:full] = (values[:full].view(-1, blocksize) * absmax[: full // blocksize].unsqueeze(1)).reshape(-1)
     if full < n:
         out[full:] = values[full:] * absmax[-1]
@@ -213,7 +213,8 @@ def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
     """Back to a tensor of the original shape and dtype: level * block absmax."""
     n = torch.Size(q.shape).numel()
     # one row lookup per byte unpacks both nibbles (index_select: the fast gather on the CPU)
-    values = torch.index_select(_byte_table(), 0, q.packed.view(-1).long()).view(-1)[:n]
+    table = _byte_table().to(q.packed.device)  # made on the CPU; a no-op there
+    values = torch.index_select(table, 0, q.packed.view(-1).long()).view(-1)[:n]
     return _times_block_scale(values, block_scales(q), q.blocksize).reshape(q.shape).to(q.dtype)
 
 

@@ -4,7 +4,9 @@
     result["accuracy"], result["trainable"], result["train_seconds"], result["losses"]
 
 The chapters of the course compare methods, learning rates, ranks and seeds with this one
-function, so every number in a table comes from the same recipe. ``METHODS`` names what can
+function, so every number in a table comes from the same recipe. ``run`` trains for a fixed
+number of steps (a short run, to watch); ``run_to_convergence`` trains until the validation loss
+stops improving and scores the test split (to compare methods where they end). ``METHODS`` names what can
 be run; each entry applies a method from this package to a fresh model.
 """
 
@@ -97,3 +99,63 @@ def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed:
     return {"method": method, "task": task, "lr": lr or default_lr, "seed": seed, "steps": steps,
             "accuracy": result["accuracy"], "loss": result["loss"], "trainable": params["trainable"],
             "total": params["total"], "train_seconds": seconds, "losses": losses, "model": model}
+
+
+def run_to_convergence(method: str, task: str, lr: float | None = None, seed: int = 0, batch_size: int = 32,
+                       eval_every: int = 100, patience: int = 5, max_steps: int = 5000, device: str = "cpu",
+                       **method_kwargs) -> dict:
+    """Train until the validation loss stops improving, then score the best checkpoint on the test split.
+
+    Every ``eval_every`` steps the loss and exact match on the whole validation split are measured;
+    training stops once the loss has not improved for ``patience`` evaluations in a row (or at
+    ``max_steps``), and the trained parameters go back to their best evaluation before the test
+    split is scored. So a method is judged where it ends, not by how fast it leaves the start, and
+    choosing a learning rate on validation never looks at the test split.
+
+    Returns the validation curve, the training loss averaged over each interval, the best step, the
+    best validation loss and accuracy, the test loss and accuracy, trainable parameters and time.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if eval_every < 1 or patience < 1 or max_steps < eval_every:
+        raise ValueError(f"need eval_every >= 1, patience >= 1 and max_steps >= eval_every; got {eval_every}, "
+                         f"{patience}, {max_steps}")
+    apply, default_lr = METHODS[method]
+    lr = lr or default_lr
+    model, tokenizer = load_base()
+    torch.manual_seed(seed)  # the method's random initialisation
+    applied = apply(model, tokenizer, **method_kwargs)
+    model = (applied if isinstance(applied, torch.nn.Module) else model).to(device)
+    params = count_parameters(model)
+    validation = load_task(task, "validation")
+    curve = [{"step": 0, **evaluate(model, tokenizer, validation)}]
+    best = {**curve[0], "state": _trained_state(model)}
+
+    def evaluate_and_maybe_stop(step: int, m) -> bool:
+        if step % eval_every:
+            return False
+        curve.append({"step": step, **evaluate(m, tokenizer, validation)})
+        if curve[-1]["loss"] < best["loss"]:
+            best.update(curve[-1], state=_trained_state(m))
+        return step - best["step"] >= patience * eval_every
+
+    start = time.perf_counter()
+    losses = train(model, tokenizer, load_task(task, "train"),
+                   TrainConfig(steps=max_steps, lr=lr, batch_size=batch_size, seed=seed, progress=False),
+                   callback=evaluate_and_maybe_stop)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in best["state"]:
+                p.copy_(best["state"][name])
+    test = evaluate(model, tokenizer, load_task(task, "test"))
+    train_curve = [sum(losses[i:i + eval_every]) / len(losses[i:i + eval_every]) for i in range(0, len(losses), eval_every)]
+    return {"method": method, "task": task, "lr": lr, "seed": seed, "batch_size": batch_size,
+            "method_kwargs": method_kwargs, "steps_run": len(losses), "stopped_early": len(losses) < max_steps,
+            "best_step": best["step"], "val_loss": best["loss"], "val_accuracy": best["accuracy"],
+            "test_loss": test["loss"], "test_accuracy": test["accuracy"], "trainable": params["trainable"],
+            "train_seconds": seconds, "curve": curve, "train_loss_per_interval": train_curve}
+
+
+def _trained_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}

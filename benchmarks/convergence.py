@@ -1,0 +1,156 @@
+"""Methods compared where they end: every configuration of a study trained to convergence, over seeds.
+
+    python benchmarks/convergence.py --study methods --out data/results/convergence_methods.json \
+        --device cuda --workers 12 --commit "$(git rev-parse HEAD)"
+
+For each method, learning rate and seed of the study, ``peftlab.tools.experiments.run_to_convergence``
+trains on the task until the validation loss stops improving (measured every ``--eval-every`` steps,
+stopping after ``--patience`` evaluations without a new best), puts back the best checkpoint and
+scores the test split. The output holds every run, curves included, with the command, the code's
+commit, the versions, the hardware and the seeds; the chapters load it for their tables and plots,
+choose each method's learning rate on the validation loss, and report the test split.
+
+Runs already in ``--out`` are kept and skipped, so a study can be finished over several calls;
+``--deadline`` stops starting new runs after that many seconds (the runs under way finish).
+Each run is one process with one thread: a model this small is bound by Python, not arithmetic,
+so runs side by side are what uses a machine (and its GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# (method, learning rates, method options): each learning-rate grid brackets the best rate found by the
+# course's short runs (chapters 03, 05, 06) by a factor of 10 or more on each side where the run allows.
+STUDIES = {
+    "methods": [
+        ("full fine-tuning", (1e-4, 3e-4, 1e-3, 3e-3), {}),
+        ("LoRA", (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        ("QLoRA", (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        ("IA3", (1e-2, 3e-2, 1e-1, 3e-1), {}),
+        ("adapter (Houlsby)", (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        ("adapter (Pfeiffer)", (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        ("prompt tuning", (1e-3, 3e-3, 3e-2, 3e-1), {}),
+    ],
+}
+
+
+def run_key(run: dict) -> tuple:
+    return run["method"], run["task"], run["lr"], json.dumps(run["method_kwargs"], sort_keys=True), run["seed"]
+
+
+def one_run(job: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from peftlab.tools.experiments import run_to_convergence
+
+    return run_to_convergence(**job)
+
+
+def environment(device: str) -> dict:
+    import peft
+    import torch
+    import transformers
+
+    hardware = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                "device": device}
+    if device.startswith("cuda"):
+        hardware["gpu"] = torch.cuda.get_device_name(0)
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "hardware": hardware}
+
+
+def summarize(runs: list[dict]) -> str:
+    """Per method and rate: validation loss (mean, min-max over seeds) and test loss and accuracy."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["method"], run["lr"], json.dumps(run["method_kwargs"])), []).append(run)
+    lines = [f"{'method':22s} {'lr':>7s} {'seeds':>5s} {'val loss (min-max)':>26s} {'test loss':>10s} "
+             f"{'test acc':>9s} {'steps':>11s}"]
+    for (method, lr, kwargs), group in sorted(groups.items()):
+        val = [r["val_loss"] for r in group]
+        steps = [r["best_step"] for r in group]
+        lines.append(f"{method + (kwargs if kwargs != '{}' else ''):22s} {lr:7.0e} {len(group):5d} "
+                     f"{statistics.mean(val):8.3f} ({min(val):.3f}-{max(val):.3f})  "
+                     f"{statistics.mean(r['test_loss'] for r in group):10.3f} "
+                     f"{statistics.mean(r['test_accuracy'] for r in group):9.1%} {min(steps):5d}-{max(steps):<5d}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--study", choices=sorted(STUDIES), required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--task", default="addition")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--max-steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--deadline", type=float, default=None, help="seconds after which no new run starts")
+    p.add_argument("--only", nargs="*", default=None, help="run only these methods of the study")
+    p.add_argument("--commit", default=None, help="the git commit of the code that ran (recorded in --out)")
+    args = p.parse_args(argv)
+
+    settings = {"task": args.task, "eval_every": args.eval_every, "patience": args.patience,
+                "max_steps": args.max_steps, "batch_size": args.batch_size}
+    stored = json.loads(args.out.read_text()) if args.out.exists() else None
+    if stored and stored["settings"] != settings:
+        raise SystemExit(f"{args.out} holds runs made with other settings ({stored['settings']}); use another --out")
+    runs = stored["runs"] if stored else []
+    done = {run_key(r) for r in runs}
+    jobs = []
+    for method, lrs, kwargs in STUDIES[args.study]:
+        for lr in lrs:
+            for seed in range(args.seeds):
+                key = (method, args.task, lr, json.dumps(kwargs, sort_keys=True), seed)
+                if (args.only is None or method in args.only) and key not in done:
+                    jobs.append(dict(method=method, task=args.task, lr=lr, seed=seed, batch_size=args.batch_size,
+                                     eval_every=args.eval_every, patience=args.patience, max_steps=args.max_steps,
+                                     device=args.device, **kwargs))
+    print(f"{len(runs)} runs stored, {len(jobs)} to run on {args.workers} workers ({args.device})", flush=True)
+
+    record = {"study": args.study, "settings": settings, "seeds": list(range(args.seeds)),
+              "command": "python " + " ".join(sys.argv if argv is None else ["benchmarks/convergence.py", *argv]),
+              "calls": (stored or {}).get("calls", []), "runs": runs}
+    record["calls"].append({"commit": args.commit, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                            **environment(args.device)})
+    start = time.time()
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        pending = {pool.submit(one_run, job): job for job in jobs}
+        for future in futures.as_completed(pending):
+            if future.cancelled():
+                continue
+            run = future.result()
+            run["call"] = len(record["calls"]) - 1
+            runs.append(run)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            partial = args.out.with_suffix(".partial")  # written whole, then renamed: a killed call loses no run
+            partial.write_text(json.dumps(record, indent=1) + "\n")
+            partial.replace(args.out)
+            print(f"[{time.time() - start:5.0f} s] {run['method']} lr {run['lr']:g} seed {run['seed']}: "
+                  f"val {run['val_loss']:.3f} at step {run['best_step']}, test {run['test_loss']:.3f} "
+                  f"({run['test_accuracy']:.1%}), {run['train_seconds']:.0f} s", flush=True)
+            if args.deadline is not None and time.time() - start > args.deadline:
+                cancelled = sum(f.cancel() for f in pending)
+                if cancelled:
+                    print(f"deadline: {cancelled} runs not started; call again to run them", flush=True)
+    print(summarize(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
