@@ -62,12 +62,33 @@ def environment(device: str) -> dict:
     import torch
     import transformers
 
-    hardware = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                "device": device}
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if line.startswith("model name")]
+    hardware = {"cpu": models[0] if models else platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(), "device": device}
     if device.startswith("cuda"):
         hardware["gpu"] = torch.cuda.get_device_name(0)
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "hardware": hardware}
+
+
+def rounded(x):
+    """Floats to 6 significant digits: what separates runs is in the second or third."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rounded(v) for v in x]
+    return x
+
+
+def dump(record: dict) -> str:
+    """The record as JSON: everything but the runs indented on top, then one run a line."""
+    head = json.dumps({k: v for k, v in record.items() if k != "runs"}, indent=1)
+    runs = ",\n".join(json.dumps(rounded(run)) for run in record["runs"])
+    return head[:-2] + ',\n "runs": [\n' + runs + "\n ]\n}\n"
 
 
 def summarize(runs: list[dict]) -> str:
@@ -123,10 +144,10 @@ def main(argv=None) -> int:
     print(f"{len(runs)} runs stored, {len(jobs)} to run on {args.workers} workers ({args.device})", flush=True)
 
     record = {"study": args.study, "settings": settings, "seeds": list(range(args.seeds)),
-              "command": "python " + " ".join(sys.argv if argv is None else ["benchmarks/convergence.py", *argv]),
               "calls": (stored or {}).get("calls", []), "runs": runs}
-    record["calls"].append({"commit": args.commit, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                            **environment(args.device)})
+    command = "python " + " ".join(sys.argv if argv is None else ["benchmarks/convergence.py", *argv])
+    record["calls"].append({"command": command, "commit": args.commit,
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **environment(args.device)})
     start = time.time()
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
@@ -139,7 +160,7 @@ def main(argv=None) -> int:
             runs.append(run)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             partial = args.out.with_suffix(".partial")  # written whole, then renamed: a killed call loses no run
-            partial.write_text(json.dumps(record, indent=1) + "\n")
+            partial.write_text(dump(record))
             partial.replace(args.out)
             print(f"[{time.time() - start:5.0f} s] {run['method']} lr {run['lr']:g} seed {run['seed']}: "
                   f"val {run['val_loss']:.3f} at step {run['best_step']}, test {run['test_loss']:.3f} "
