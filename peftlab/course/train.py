@@ -68,9 +68,12 @@ def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return params
 
 
-def on_device(batch: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
-    """The batch moved to where the model's parameters are (a no-op on the CPU)."""
-    device = next(model.parameters()).device
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def on_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch moved to the model's device (a no-op on the CPU)."""
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -100,12 +103,13 @@ def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = N
             tokenized[key] = encode_example(tokenizer, example)
         return tokenized[key]
 
+    device = model_device(model)
     model.train()
     losses = []
     bar = tqdm(batches(examples, config.batch_size, config.steps, config.seed), total=config.steps,
                disable=not config.progress, desc="training", leave=False, mininterval=0.5)
     for batch_examples in bar:
-        loss = forward(model, on_device(pad_batch([encode(ex) for ex in batch_examples], tokenizer.pad_token_id), model))
+        loss = forward(model, on_device(pad_batch([encode(ex) for ex in batch_examples], tokenizer.pad_token_id), device))
         loss.backward()
         opt.step()
         sched.step()
@@ -132,8 +136,9 @@ def evaluate(model, tokenizer, examples: list[dict], batch_size: int = 100, forw
     correct, loss_sum, token_count = 0, 0.0, 0
     forward_logits = forward_logits or (lambda m, batch: m(input_ids=batch["input_ids"],
                                                             attention_mask=batch["attention_mask"]).logits)
+    device = model_device(model)
     for i in range(0, len(examples), batch_size):
-        batch = on_device(collate(tokenizer, examples[i : i + batch_size]), model)
+        batch = on_device(collate(tokenizer, examples[i : i + batch_size]), device)
         logits = forward_logits(model, batch)[:, :-1].float()
         targets = batch["labels"][:, 1:]
         scored = targets != -100
@@ -152,7 +157,7 @@ def language_modelling_loss(model, tokenizer, texts: list[str]) -> float:
     model.eval()
     total, count = 0.0, 0
     for text in texts:
-        ids = torch.tensor([tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]], device=next(model.parameters()).device)
+        ids = torch.tensor([tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]], device=model_device(model))
         loss = model(input_ids=ids, labels=ids).loss
         total += float(loss) * (ids.shape[1] - 1)
         count += ids.shape[1] - 1

@@ -74,13 +74,9 @@ METHODS: dict[str, tuple[Callable, float]] = {
 }
 
 
-def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed: int = 0, batch_size: int = 32,
-        eval_limit: int = 200, model=None, tokenizer=None, **method_kwargs) -> dict:
-    """Apply ``method`` to a fresh base model (or to ``model``), train on ``task``, evaluate on validation.
 
-    Returns accuracy and loss on the validation split, trainable parameters, training time,
-    the per-step losses, and the trained model (key ``model``) for further use.
-    """
+def _with_method(method: str, seed: int, model, tokenizer, method_kwargs: dict):
+    """``(model, tokenizer, default lr)``: ``method`` applied to ``model`` (None: a fresh base model), seeded."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     apply, default_lr = METHODS[method]
@@ -88,8 +84,17 @@ def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed:
         model, tokenizer = load_base()
     torch.manual_seed(seed)  # the method's random initialisation
     applied = apply(model, tokenizer, **method_kwargs)
-    if isinstance(applied, torch.nn.Module):
-        model = applied
+    return (applied if isinstance(applied, torch.nn.Module) else model), tokenizer, default_lr
+
+
+def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed: int = 0, batch_size: int = 32,
+        eval_limit: int = 200, model=None, tokenizer=None, **method_kwargs) -> dict:
+    """Apply ``method`` to a fresh base model (or to ``model``), train on ``task``, evaluate on validation.
+
+    Returns accuracy and loss on the validation split, trainable parameters, training time,
+    the per-step losses, and the trained model (key ``model``) for further use.
+    """
+    model, tokenizer, default_lr = _with_method(method, seed, model, tokenizer, method_kwargs)
     params = count_parameters(model)
     start = time.perf_counter()
     losses = train(model, tokenizer, load_task(task, "train"),
@@ -115,17 +120,12 @@ def run_to_convergence(method: str, task: str, lr: float | None = None, seed: in
     Returns the validation curve, the training loss averaged over each interval, the best step, the
     best validation loss and accuracy, the test loss and accuracy, trainable parameters and time.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if eval_every < 1 or patience < 1 or max_steps < eval_every:
         raise ValueError(f"need eval_every >= 1, patience >= 1 and max_steps >= eval_every; got {eval_every}, "
                          f"{patience}, {max_steps}")
-    apply, default_lr = METHODS[method]
+    model, tokenizer, default_lr = _with_method(method, seed, None, None, method_kwargs)
+    model = model.to(device)
     lr = lr or default_lr
-    model, tokenizer = load_base()
-    torch.manual_seed(seed)  # the method's random initialisation
-    applied = apply(model, tokenizer, **method_kwargs)
-    model = (applied if isinstance(applied, torch.nn.Module) else model).to(device)
     params = count_parameters(model)
     validation = load_task(task, "validation")
     curve = [{"step": 0, **evaluate(model, tokenizer, validation)}]
