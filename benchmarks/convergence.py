@@ -11,9 +11,11 @@ commit, the versions, the hardware and the seeds; the chapters load it for their
 choose each method's learning rate on the validation loss, and report the test split.
 
 Runs already in ``--out`` are kept and skipped, so a study can be finished over several calls;
+``--rerun-capped --max-steps N`` runs again, under the cap N, the selected runs (``--only``, ``--lrs``)
+that reached a lower cap without converging (each run records its cap);
 ``--deadline`` stops starting new runs after that many seconds (the runs under way finish).
-Each run is one process with one thread: a model this small is bound by Python, not arithmetic,
-so runs side by side are what uses a machine (and its GPU).
+Each run is one process with one thread: a model this small gains little from more threads per run
+and leaves a GPU idle between its small kernels, so runs side by side are what uses a machine.
 """
 
 from __future__ import annotations
@@ -97,14 +99,15 @@ def summarize(runs: list[dict]) -> str:
     for run in runs:
         groups.setdefault((run["method"], run["lr"], json.dumps(run["method_kwargs"])), []).append(run)
     lines = [f"{'method':22s} {'lr':>7s} {'seeds':>5s} {'val loss (min-max)':>26s} {'test loss':>10s} "
-             f"{'test acc':>9s} {'steps':>11s}"]
+             f"{'test acc':>9s} {'steps':>11s} capped"]
     for (method, lr, kwargs), group in sorted(groups.items()):
         val = [r["val_loss"] for r in group]
         steps = [r["best_step"] for r in group]
         lines.append(f"{method + (kwargs if kwargs != '{}' else ''):22s} {lr:7.0e} {len(group):5d} "
                      f"{statistics.mean(val):8.3f} ({min(val):.3f}-{max(val):.3f})  "
                      f"{statistics.mean(r['test_loss'] for r in group):10.3f} "
-                     f"{statistics.mean(r['test_accuracy'] for r in group):9.1%} {min(steps):5d}-{max(steps):<5d}")
+                     f"{statistics.mean(r['test_accuracy'] for r in group):9.1%} {min(steps):5d}-{max(steps):<5d} "
+                     f"{sum(not r['stopped_early'] for r in group) or '':>3}")
     return "\n".join(lines)
 
 
@@ -118,38 +121,48 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--max-steps", type=int, default=4000)
+    p.add_argument("--max-steps", type=int, default=4000, help="the cap of the runs this call makes")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--deadline", type=float, default=None, help="seconds after which no new run starts")
     p.add_argument("--only", nargs="*", default=None, help="run only these methods of the study")
+    p.add_argument("--lrs", nargs="*", type=float, default=None, help="run only these learning rates")
+    p.add_argument("--rerun-capped", action="store_true",
+                   help="run again, under --max-steps, the selected runs that reached a lower cap")
     p.add_argument("--commit", default=None, help="the git commit of the code that ran (recorded in --out)")
     args = p.parse_args(argv)
 
     settings = {"task": args.task, "eval_every": args.eval_every, "patience": args.patience,
-                "max_steps": args.max_steps, "batch_size": args.batch_size}
+                "batch_size": args.batch_size}
     stored = json.loads(args.out.read_text()) if args.out.exists() else None
     runs = stored["runs"] if stored else []
     if stored and stored["settings"] != settings:
-        raised_cap = ({**stored["settings"], "max_steps": args.max_steps} == settings
-                      and args.max_steps > stored["settings"]["max_steps"])
-        if not raised_cap:
-            raise SystemExit(f"{args.out} holds runs made with other settings ({stored['settings']}); use another --out")
+        raise SystemExit(f"{args.out} holds runs made with other settings ({stored['settings']}); use another --out")
+
+    def selected(method: str, lr: float) -> bool:
+        return (args.only is None or method in args.only) and (args.lrs is None or any(
+            abs(lr - x) <= 1e-9 * x for x in args.lrs))
+
+    if args.rerun_capped:
         # A run that stopped early is the same under a higher cap (the batches and the learning-rate schedule do
-        # not depend on it); a run that reached the old cap had not converged and runs again.
-        capped = [r for r in runs if not r["stopped_early"]]
-        runs = [r for r in runs if r["stopped_early"]]
-        print(f"max_steps {stored['settings']['max_steps']} -> {args.max_steps}: {len(capped)} runs that reached "
-              "the old cap run again", flush=True)
+        # not depend on it); a run that reached its cap had not converged, and runs again under the new one.
+        capped = [r for r in runs if not r["stopped_early"] and r["max_steps"] < args.max_steps
+                  and selected(r["method"], r["lr"])]
+        runs = [r for r in runs if r not in capped]
+        rerun = {run_key(r) for r in capped}
+        print(f"{len(capped)} runs that reached a cap below {args.max_steps} run again", flush=True)
     done = {run_key(r) for r in runs}
     jobs = []
     for method, lrs, kwargs in STUDIES[args.study]:
         for lr in lrs:
             for seed in range(args.seeds):
                 key = (method, args.task, lr, json.dumps(kwargs, sort_keys=True), seed)
-                if (args.only is None or method in args.only) and key not in done:
-                    jobs.append(dict(method=method, task=args.task, lr=lr, seed=seed, batch_size=args.batch_size,
+                if selected(method, lr) and key not in done:
+                    jobs.append((key, dict(method=method, task=args.task, lr=lr, seed=seed, batch_size=args.batch_size,
                                      eval_every=args.eval_every, patience=args.patience, max_steps=args.max_steps,
-                                     device=args.device, **kwargs))
+                                     device=args.device, **kwargs)))
+    if args.rerun_capped:  # the long runs start first, so that a deadline cuts the short ones
+        jobs.sort(key=lambda key_job: key_job[0] not in rerun)
+    jobs = [job for _, job in jobs]
     print(f"{len(runs)} runs stored, {len(jobs)} to run on {args.workers} workers ({args.device})", flush=True)
 
     record = {"study": args.study, "settings": settings, "seeds": list(range(args.seeds)),

@@ -151,7 +151,7 @@ def run_to_convergence(method: str, task: str, lr: float | None = None, seed: in
     test = evaluate(model, tokenizer, load_task(task, "test"))
     train_curve = [sum(losses[i:i + eval_every]) / len(losses[i:i + eval_every]) for i in range(0, len(losses), eval_every)]
     return {"method": method, "task": task, "lr": lr, "seed": seed, "batch_size": batch_size,
-            "method_kwargs": method_kwargs, "steps_run": len(losses), "stopped_early": len(losses) < max_steps,
+            "method_kwargs": method_kwargs, "max_steps": max_steps, "steps_run": len(losses), "stopped_early": len(losses) < max_steps,
             "best_step": best["step"], "val_loss": best["loss"], "val_accuracy": best["accuracy"],
             "test_loss": test["loss"], "test_accuracy": test["accuracy"], "trainable": params["trainable"],
             "train_seconds": seconds, "curve": curve, "train_loss_per_interval": train_curve}
