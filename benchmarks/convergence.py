@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
 
     record = {"study": args.study, "settings": settings, "seeds": list(range(args.seeds)),
               "calls": (stored or {}).get("calls", []), "runs": runs}
-    command = "python " + " ".join(sys.argv if argv is None else ["benchmarks/convergence.py", *argv])
+    command = "python " + shlex.join(sys.argv if argv is None else ["benchmarks/convergence.py", *argv])
     record["calls"].append({"command": command, "commit": args.commit,
                             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **environment(args.device)})
     start = time.time()
