@@ -44,6 +44,19 @@ STUDIES = {
         ("adapter (Pfeiffer)", (3e-4, 1e-3, 3e-3, 1e-2), {}),
         ("prompt tuning", (1e-3, 3e-3, 3e-2, 3e-1), {}),
     ],
+    # chapters 05-07: LoRA's scale at high and low rank (alpha/r vs rsLoRA's alpha/sqrt(r), alpha 16), q,v only,
+    # DoRA, and the hybrids; their parts at r=8 on all linear layers are in "methods". Two rates around the
+    # best of "methods" for LoRA (1e-3 and 3e-3 tie there).
+    "variants": [
+        ("LoRA", (1e-3, 3e-3), {"r": 1, "alpha": 16}),
+        ("LoRA", (1e-3, 3e-3), {"r": 64, "alpha": 16}),
+        ("LoRA", (1e-3, 3e-3), {"r": 64, "alpha": 16, "use_rslora": True}),
+        ("LoRA q,v", (1e-3, 3e-3), {}),
+        ("DoRA (peft)", (1e-3, 3e-3), {}),
+        ("prompt + LoRA", (1e-3, 3e-3), {}),
+        ("adapter + LoRA", (1e-3, 3e-3), {}),
+        ("QLoRA base + adapter", (1e-3, 3e-3), {}),
+    ],
 }
 
 

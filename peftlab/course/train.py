@@ -151,15 +151,20 @@ def evaluate(model, tokenizer, examples: list[dict], batch_size: int = 100, forw
 
 
 @torch.no_grad()
-def language_modelling_loss(model, tokenizer, texts: list[str]) -> float:
-    """Mean next-token loss (nats/token) on plain texts: how much of its pretraining a model kept."""
+def text_losses(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """One row per text: its summed next-token loss (nats) and how many tokens were predicted (float64)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    rows = []
     for text in texts:
         ids = torch.tensor([tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]], device=model_device(model))
         loss = model(input_ids=ids, labels=ids).loss
-        total += float(loss) * (ids.shape[1] - 1)
-        count += ids.shape[1] - 1
+        rows.append((float(loss) * (ids.shape[1] - 1), ids.shape[1] - 1))
     model.train(was_training)
-    return total / count
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def language_modelling_loss(model, tokenizer, texts: list[str]) -> float:
+    """Mean next-token loss (nats/token) on plain texts: how much of its pretraining a model kept."""
+    rows = text_losses(model, tokenizer, texts)
+    return float(rows[:, 0].sum() / rows[:, 1].sum())

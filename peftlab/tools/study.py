@@ -1,0 +1,87 @@
+"""Read a stored convergence study: each method at its best learning rate, over seeds, with spreads.
+
+    study = load_study("methods")            # data/results/convergence_methods.json
+    rates = best_rates(study["runs"])        # method -> rate with the lowest mean validation loss
+    table = decision_table(study["runs"])    # method -> test exact match and loss, as Spreads over seeds
+
+``benchmarks/convergence.py`` made the runs (every run trained until its validation loss stopped
+improving, its best checkpoint scored on the test split). The rate is chosen on the validation
+split only; the test split is read once, for the chosen rate. Two methods tie when the ranges of
+their test scores over seeds overlap (``Spread.overlaps``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from peftlab.course.data import data_path
+from peftlab.course.stats import Spread
+
+
+def load_study(name: str) -> dict:
+    """The stored study ``data/results/convergence_<name>.json``: settings, calls, runs."""
+    path = data_path("results", f"convergence_{name}.json")
+    if not path.is_file():
+        raise ValueError(f"no stored study {name!r} at {path}; make it with benchmarks/convergence.py --study {name}")
+    return json.loads(path.read_text())
+
+
+def label(run: dict) -> str:
+    """A run's configuration without its rate: the method, and its options if any ("LoRA r=64 alpha=16")."""
+    options = " ".join(f"{k}={v}" for k, v in sorted(run["method_kwargs"].items()))
+    return f"{run['method']} {options}" if options else run["method"]
+
+
+def configurations(runs: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    """(label, learning rate) -> its runs, one per seed."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((label(run), run["lr"]), []).append(run)
+    return groups
+
+
+def best_rates(runs: list[dict]) -> dict[str, float]:
+    """Each configuration's (``label``) learning rate with the lowest mean validation loss over its seeds."""
+    best: dict[str, tuple[float, float]] = {}
+    for (method, lr), group in configurations(runs).items():
+        loss = Spread.of(r["val_loss"] for r in group).mean
+        if method not in best or loss < best[method][1]:
+            best[method] = (lr, loss)
+    return {method: lr for method, (lr, _) in best.items()}
+
+
+def decision_table(runs: list[dict]) -> dict[str, dict]:
+    """Per configuration (``label``), at its best rate: the rate, seeds, test accuracy and loss, validation loss and the step
+    of the best checkpoint (Spreads over seeds), trainable parameters, and how many runs reached their step
+    cap without converging."""
+    groups = configurations(runs)
+    table = {}
+    for method, lr in best_rates(runs).items():
+        group = groups[method, lr]
+        table[method] = {"lr": lr, "seeds": len(group), "trainable": group[0]["trainable"],
+                         "test_accuracy": Spread.of(r["test_accuracy"] for r in group),
+                         "test_loss": Spread.of(r["test_loss"] for r in group),
+                         "val_loss": Spread.of(r["val_loss"] for r in group),
+                         "best_step": Spread.of(r["best_step"] for r in group),
+                         "capped": sum(not r["stopped_early"] for r in group)}
+    return table
+
+
+def curve_band(runs: list[dict], config: str, lr: float) -> dict[int, Spread]:
+    """Validation loss at each evaluated step over the seeds of one configuration (only steps every seed reached)."""
+    group = configurations(runs).get((config, lr))
+    if not group:
+        raise ValueError(f"no runs of {config!r} at lr {lr:g} in this study")
+    steps = set.intersection(*({point["step"] for point in run["curve"]} for run in group))
+    return {step: Spread.of(point["loss"] for run in group for point in run["curve"] if point["step"] == step)
+            for step in sorted(steps)}
+
+
+def outside_band(curve: list[dict], band: dict[int, Spread], tolerance: float = 0.0) -> list[int]:
+    """The steps of a (live) validation curve whose loss falls outside the stored seeds' range, give or take
+    ``tolerance`` nats (floating point differs between CPUs); an empty list means the run lies inside."""
+    shared = [point for point in curve if point["step"] in band]
+    if not shared:
+        raise ValueError("the curve shares no evaluated step with the stored runs")
+    return [p["step"] for p in shared
+            if not band[p["step"]].low - tolerance <= p["loss"] <= band[p["step"]].high + tolerance]
