@@ -58,6 +58,8 @@ SHAPES = {  # from the models' published config.json files
                      num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
 }
 RECIPES = ("bf16 + bnb AdamW 32-bit", "peft QLoRA", "torch AdamW", "fp32 + bf16 autocast")
+# the rows name recipe and optimizer as peftlab.tools.memory does: its "16-bit" recipe with either optimizer
+MEMORY_RECIPE = {"bf16 + bnb AdamW 32-bit": "16-bit", "torch AdamW": "16-bit"}
 LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_R = 16
 
@@ -190,7 +192,8 @@ def main():
                 if method == "full fine-tuning" and args.recipe == RECIPES[0] and not ckpt:
                     variants.append((args.batches[0], args.seqs[0], "AdamW 8-bit"))
                 for batch, seq, optimizer in variants:
-                    row = {"model": size, **SHAPES[size], "recipe": args.recipe, "method": method, "seq": seq,
+                    row = {"model": size, **SHAPES[size], "recipe": MEMORY_RECIPE.get(args.recipe, args.recipe),
+                           "method": method, "seq": seq,
                            "batch": batch, "gradient_checkpointing": ckpt, "optimizer": optimizer,
                            "lora_r": LORA_R if method != "full fine-tuning" else None,
                            "lora_targets": LINEAR if method != "full fine-tuning" else None}

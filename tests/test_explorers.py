@@ -161,3 +161,16 @@ def test_memory_explorer_moves_with_its_controls():
     explorer.controls["seq"].value = 8192
     explorer.controls["batch"].value = 16
     assert explorer.figure.data[4].y == (141, 141)
+    assert "never measured on a GPU" in explorer.status.value, "fp32 weights were never measured: the status says so"
+    explorer.controls["dtype"].value = "bf16"
+    explorer.controls["optimizer"].value = "AdamW 32-bit"
+    explorer.controls["method"].value = "QLoRA"
+    assert "measured on a GPU (estimate within 10%)" in explorer.status.value
+    explorer.controls["method"].value = "IA3"
+    assert "never measured on a GPU" in explorer.status.value
+    explorer.controls["recipe"].value = "peft QLoRA"
+    assert "Not counted" in explorer.status.value and "QLoRA only" in explorer.status.value
+    explorer.controls["method"].value = "QLoRA"
+    explorer.controls["optimizer"].value = "torch AdamW"
+    assert "GB" in explorer.status.value and "measured on a GPU (estimate" in explorer.status.value
+    assert explorer.figure.data[1].x == () and len(explorer.figure.data[3].x) > 0, "only QLoRA's curve for its recipe"

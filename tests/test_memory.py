@@ -102,6 +102,44 @@ def test_estimator_within_10_percent_of_every_measured_gpu_peak():
     assert worst[0] < 0.10, f"estimate off by {worst[0]:.1%} for {worst[1:]}"
 
 
+def test_every_measured_combination_is_in_the_data_and_labelled():
+    """memory.MEASURED (what the explorer and the command call measured) is exactly what gpu_memory.json holds."""
+    rows = json.loads(MEASUREMENTS.read_text())["rows"]
+    in_data = {(r["recipe"], "bf16", r["method"], r["optimizer"]) for r in rows if not r.get("out_of_memory")}
+    assert in_data == memory.MEASURED
+    shape = memory.ModelShape.known("Llama-2-7B")
+    assert memory.training_memory(shape, "QLoRA")["measured"]
+    assert not memory.training_memory(shape, "IA3")["measured"]
+    assert not memory.training_memory(shape, "LoRA", dtype="fp32")["measured"]
+
+
+def test_recipes_count_what_they_store():
+    shape = memory.ModelShape.known("Llama-2-7B")
+    n = shape.parameters()
+    bnb = memory.estimate(shape, "full fine-tuning")
+    torch_adamw = memory.estimate(shape, "full fine-tuning", optimizer="torch AdamW")
+    assert bnb["optimizer states"] == 8 * n and torch_adamw["optimizer states"] == 4 * n, "torch keeps bf16 moments"
+    step = memory.training_memory(shape, "full fine-tuning", optimizer="torch AdamW")
+    assert step["parts"]["optimizer step (temporary)"] == 2 * n  # foreach: one more bf16 copy during the step
+    mixed = memory.estimate(shape, "full fine-tuning", optimizer="torch AdamW", recipe="fp32 + bf16 autocast")
+    assert mixed["weights"] == 4 * n and mixed["gradients"] == 4 * n and mixed["optimizer states"] == 8 * n
+    lora_mixed = memory.training_memory(shape, "LoRA", recipe="fp32 + bf16 autocast")
+    assert lora_mixed["parts"]["bf16 weight copies"] == 2 * (shape.linear_parameters() + shape.vocab * shape.hidden)
+    plain = memory.estimate(shape, "QLoRA")
+    prepared = memory.estimate(shape, "QLoRA", recipe="peft QLoRA")
+    not_quantized = n - shape.linear_parameters()
+    assert prepared["weights"] - plain["weights"] == 2 * not_quantized, "prepare_model_for_kbit_training: fp32, not bf16"
+    long = dict(seq=4096, batch=4)
+    assert memory.training_memory(shape, "QLoRA", recipe="peft QLoRA", **long)["peak"] > \
+        memory.training_memory(shape, "LoRA", **long)["peak"], "peft's QLoRA recipe can take more than bf16 LoRA"
+    with pytest.raises(ValueError, match="unknown recipe 'qlora'"):
+        memory.training_memory(shape, "QLoRA", recipe="qlora")
+    with pytest.raises(ValueError, match="counted for QLoRA only, not 'LoRA'"):
+        memory.training_memory(shape, "LoRA", recipe="peft QLoRA")
+    with pytest.raises(ValueError, match="fixes its dtypes"):
+        memory.training_memory(shape, "LoRA", recipe="fp32 + bf16 autocast", dtype="fp32")
+
+
 def test_training_memory_parts_and_bad_input():
     shape = memory.ModelShape.known("Llama-2-7B")
     lora = memory.training_memory(shape, "LoRA", seq=2048)
@@ -136,6 +174,14 @@ def test_command_line_reports_and_refuses_clearly(capsys, tmp_path):
     assert main(["memory", "--model", "Llama-2-7B", "--method", "QLoRA", "--seq", "2048", "--gpu", "24"]) == 0
     out = capsys.readouterr().out
     assert "activations" in out and "peak (estimated)" in out and "fits a 24 GB GPU" in out
+    assert "recipe '16-bit'" in out and "measured: this method" in out
+    assert main(["memory", "--model", "Llama-2-7B", "--method", "QLoRA", "--recipe", "peft QLoRA",
+                 "--optimizer", "torch AdamW"]) == 0
+    assert "prepare_model_for_kbit_training" in capsys.readouterr().out
+    assert main(["memory", "--model", "Llama-2-7B", "--method", "IA3"]) == 0
+    assert "NOT MEASURED" in capsys.readouterr().out
+    assert main(["memory", "--model", "Llama-2-7B", "--method", "LoRA", "--recipe", "peft QLoRA"]) == 2
+    assert "counted for QLoRA only" in capsys.readouterr().err
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
                                   "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}))

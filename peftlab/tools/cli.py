@@ -2,6 +2,7 @@
 
     peftlab memory --model Llama-2-7B --method QLoRA --seq 2048 --gpu 24
     peftlab memory --config path/to/config.json --method LoRA --r 16 --gradient-checkpointing
+    peftlab memory --model Llama-3.1-8B --method QLoRA --recipe "peft QLoRA" --optimizer "torch AdamW" --seq 4096
     peftlab memory --layers 32 --hidden 4096 --intermediate 11008 --heads 32 --kv-heads 32 --vocab 32000 --method "full fine-tuning"
 
 (also ``python -m peftlab memory ...``). Estimates come from ``peftlab.tools.memory.training_memory``.
@@ -45,8 +46,9 @@ def memory_report(args) -> str:
     result = memory.training_memory(shape, args.method, seq=args.seq, batch=args.batch,
                                     gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
                                     r=args.r, targets=tuple(args.targets), double_quant=not args.no_double_quant,
-                                    dtype=args.dtype)
-    lines = [f"{shape.parameters() / 1e9:.2f}B parameters, {args.dtype}; {args.method}, seq {args.seq} x batch {args.batch}, "
+                                    dtype=args.dtype, recipe=args.recipe)
+    lines = [f"{shape.parameters() / 1e9:.2f}B parameters; {args.method}, recipe {args.recipe!r} "
+             f"({memory.RECIPES[args.recipe].description}), {args.dtype}, seq {args.seq} x batch {args.batch}, "
              f"{args.optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}"]
     for part, value in result["parts"].items():
         lines.append(f"  {part:24s} {value / memory.GB:9.2f} GB")
@@ -55,6 +57,11 @@ def memory_report(args) -> str:
     if args.method == "full fine-tuning":
         lines.append("  (gradients and activations do not peak together: the peak holds the larger)")
     lines.append("  (the CUDA context and PyTorch's cache of freed blocks, often 0.5-2 GB, come on top)")
+    if result["measured"]:
+        lines.append("  measured: this method, recipe, dtype and optimizer were checked against GPU peaks (within 10%)")
+    else:
+        lines.append("  NOT MEASURED: this method, recipe, dtype and optimizer were never measured on a GPU; the count "
+                     "follows the same rules, unchecked")
     for gpu in args.gpu:
         lines.append(f"  fits a {gpu:g} GB GPU: {'yes' if peak <= gpu else 'no'}")
     return "\n".join(lines)
@@ -76,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     mem.add_argument("--batch", type=int, default=1)
     mem.add_argument("--gradient-checkpointing", action="store_true")
     mem.add_argument("--optimizer", default="AdamW 32-bit", choices=list(memory.OPTIMIZERS))
+    mem.add_argument("--recipe", default="16-bit", choices=list(memory.RECIPES),
+                     help="how weights are stored and computed: " + "; ".join(
+                         f"{name}: {r.description}" for name, r in memory.RECIPES.items()))
     mem.add_argument("--dtype", default="bf16", choices=list(memory.DTYPE_BYTES), help="the model's weights")
     mem.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
     mem.add_argument("--gpu", type=float, nargs="*", default=list(memory.GPUS_GB), help="GPU sizes in GB to check")

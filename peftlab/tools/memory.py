@@ -13,13 +13,21 @@ grows with batch size and sequence length: the activations kept for the backward
 logits at the loss, and a fixed cuBLAS workspace; it is checked against peaks measured on an
 H200 (``data/results/gpu_memory.json``, tests/test_memory.py).
 
+Training *recipes* change the count as much as methods do (``RECIPES``): the default keeps 16-bit
+weights; "fp32 + bf16 autocast" is mixed precision as transformers' ``Trainer(bf16=True)`` runs an
+fp32 model; "peft QLoRA" is QLoRA as peft documents it, through ``prepare_model_for_kbit_training``,
+which casts every weight that is not in 4 bits to fp32 -- and with it the whole residual stream.
+And ``torch.optim.AdamW`` keeps its two moments in each parameter's own dtype (bf16 for bf16 weights),
+where bitsandbytes' 32-bit AdamW keeps fp32. ``measured()`` says which combinations were checked
+on a GPU; the others are counted by the same rules, unchecked.
+
 The file reads top to bottom: the constants, the model's shape, one table per method (what
-it trains, how its base is stored, what its activations keep), then the two counts.
+it trains, how its base is stored, what its activations keep), the recipes, then the two counts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from peftlab.core.inject import ALL_LINEAR
@@ -30,10 +38,11 @@ DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}  # the model's weights and activ
 GB = 1e9  # decimal gigabytes, as GPU memory is sold ("24 GB")
 GPUS_GB = (24, 48, 80, 141)
 OPTIMIZERS = {  # bytes of optimizer state per trainable parameter, and whether it lives in paged (CPU-evictable) memory
-    "AdamW 32-bit": (8.0, False),                 # two fp32 moments
+    "AdamW 32-bit": (8.0, False),                 # two fp32 moments (bitsandbytes' AdamW, optim_bits=32)
     "AdamW 8-bit": (2.0 + 2 * 4 / 256, False),    # two 8-bit moments + an fp32 scale per block of 256 each (bitsandbytes)
     "paged AdamW 32-bit": (8.0, True),
     "paged AdamW 8-bit": (2.0 + 2 * 4 / 256, True),
+    "torch AdamW": (None, False),                 # two moments in the parameter's own dtype (see _state_bytes)
 }
 LOGIT_BYTES = 12  # per vocabulary entry per token at the loss: bf16 logits, their fp32 copy / log-softmax and its gradient (measured)
 WORKSPACE = 64 * 2**20  # cuBLAS workspace, taken from PyTorch's allocator at the first matrix product (measured on an H200)
@@ -220,14 +229,91 @@ def method_memory(method: str) -> MethodMemory:
     return METHOD_MEMORY[method]
 
 
+# --- training recipes -------------------------------------------------------------------
+
+def _autocast_lora_activations(shape: ModelShape, setup: Setup) -> float:
+    """fp32 weights under bf16 autocast: the frozen base keeps what a bf16 one keeps, and each adapted layer's
+    lora_A saves its own bf16 cast of its input (peft's fp32 copy is only passed through): 2 bytes x fan-in."""
+    fan_in = {name: d_in for name, (d_in, _) in shape.linear_shapes().items()}
+    return _frozen_base_activations(shape, Setup(dtype="bf16")) + sum(2 * fan_in[t] for t in setup.targets)
+
+
+def _autocast_full_fine_tuning_activations(shape: ModelShape, setup: Setup) -> float:
+    """Full fine-tuning of fp32 weights under bf16 autocast: bf16 full fine-tuning's 26 h + 8 i, plus 10 h -- the
+    norms' outputs stay fp32 (+4 h), and q, k, v and gate, up each save their own bf16 cast of the input they share
+    (+6 h)."""
+    return _full_fine_tuning_activations(shape, Setup(dtype="bf16")) + 10 * shape.hidden
+
+
+def _prepared_qlora_activations(shape: ModelShape, setup: Setup) -> float:
+    """peft's QLoRA recipe: prepare_model_for_kbit_training leaves embeddings and norms in fp32, so the residual
+    stream, attention and the MLP run in fp32 (bitsandbytes computes in bf16 but hands back its input's dtype):
+    norms 8 h, attention 16 h, MLP 12 i. LoRA keeps the fp32 inputs it reads, shared where layers read the same
+    tensor: 4 h for q, k, v; 4 h for o; 4 h for gate, up; 4 i for down."""
+    h, i, targets = shape.hidden, shape.intermediate, set(setup.targets)
+    lora = (4 * h * bool(targets & {"q_proj", "k_proj", "v_proj"}) + 4 * h * ("o_proj" in targets)
+            + 4 * h * bool(targets & {"gate_proj", "up_proj"}) + 4 * i * ("down_proj" in targets))
+    return 24 * h + 12 * i + lora
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a training setup stores its weights and runs its arithmetic."""
+
+    description: str
+    weights: str | None = None        # dtype of the weights not in 4 bits (None: the ``dtype`` argument)
+    residual: str | None = None       # dtype of the hidden states between layers, what checkpointing keeps (None: dtype)
+    activations: dict = field(default_factory=dict)  # method -> bytes per token per layer, where the recipe changes them
+    bf16_weight_copies: bool = False  # autocast saves a bf16 copy of every linear weight for the backward pass
+    methods: tuple | None = None      # the methods it is counted for (None: all)
+
+
+RECIPES = {
+    "16-bit": Recipe("weights, activations and compute in ``dtype`` (bf16 unless told)"),
+    "fp32 + bf16 autocast": Recipe(
+        "fp32 weights, forward pass under bf16 autocast: transformers' Trainer(bf16=True) on an fp32 model",
+        weights="fp32", residual="fp32", bf16_weight_copies=True, methods=("full fine-tuning", "LoRA"),
+        activations={"LoRA": _autocast_lora_activations, "full fine-tuning": _autocast_full_fine_tuning_activations}),
+    "peft QLoRA": Recipe(
+        "QLoRA as peft documents it: prepare_model_for_kbit_training casts every weight not in 4 bits to fp32",
+        weights="fp32", residual="fp32", methods=("QLoRA",), activations={"QLoRA": _prepared_qlora_activations}),
+}
+
+# (recipe, dtype, method, optimizer) combinations whose peaks were measured on an H200 (data/results/gpu_memory.json,
+# tests/test_memory.py keeps the two in step); everything else is counted by the same rules but unchecked.
+MEASURED = ({("16-bit", "bf16", m, "AdamW 32-bit") for m in ("full fine-tuning", "LoRA", "QLoRA")}
+            | {("16-bit", "bf16", "full fine-tuning", "AdamW 8-bit")}
+            | {("16-bit", "bf16", m, "torch AdamW") for m in ("full fine-tuning", "LoRA")}
+            | {("fp32 + bf16 autocast", "bf16", m, "torch AdamW") for m in ("full fine-tuning", "LoRA")}
+            | {("peft QLoRA", "bf16", "QLoRA", "torch AdamW")})
+
+
+def measured(method: str, recipe: str = "16-bit", dtype: str = "bf16", optimizer: str = "AdamW 32-bit") -> bool:
+    """Whether this combination's peak was measured on a GPU (otherwise: counted by the same rules, unchecked)."""
+    return (recipe, dtype, method, optimizer) in MEASURED
+
+
+def recipe_rules(recipe: str, method: str, dtype: str) -> Recipe:
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    rules = RECIPES[recipe]
+    if rules.methods is not None and method not in rules.methods:
+        raise ValueError(f"the recipe {recipe!r} is counted for {', '.join(rules.methods)} only, not {method!r}")
+    if rules.weights is not None and dtype != "bf16":
+        raise ValueError(f"the recipe {recipe!r} fixes its dtypes (it computes in bf16); leave dtype at 'bf16', "
+                         f"got {dtype!r}")
+    return rules
+
+
 def trainable_parameters(shape: ModelShape, method: str, **setup) -> int:
     """What ``method`` trains on this shape, counted as peftlab (and peft / AdapterHub) builds it."""
     return method_memory(method).trainable(shape, Setup(**setup))
 
 
-def activation_bytes_per_token(shape: ModelShape, method: str, **setup) -> float:
+def activation_bytes_per_token(shape: ModelShape, method: str, recipe: str = "16-bit", **setup) -> float:
     """Bytes one token's activations keep for the backward pass in one decoder layer."""
-    return method_memory(method).activations(shape, Setup(**setup))
+    rules = recipe_rules(recipe, method, setup.get("dtype", "bf16"))
+    return rules.activations.get(method, method_memory(method).activations)(shape, Setup(**setup))
 
 
 # --- the counts -------------------------------------------------------------------------
@@ -239,18 +325,25 @@ def _check_choices(optimizer: str, dtype: str) -> None:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
 
 
+def _state_bytes(optimizer: str, trained_dtype_bytes: int) -> float:
+    """Optimizer state per trainable parameter; torch's AdamW keeps its moments in the parameter's dtype."""
+    state, _ = OPTIMIZERS[optimizer]
+    return 2 * trained_dtype_bytes if state is None else state
+
+
 def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LINEAR,
              double_quant: bool = True, blocksize: int = 64, reduction_factor: int = 16, prompt_tokens: int = 16,
-             optimizer: str = "AdamW 32-bit", dtype: str = "bf16") -> dict[str, float]:
-    """Bytes held during training, by part, before activations. ``method``: a key of ``METHOD_MEMORY``.
-    Every method but full fine-tuning keeps a frozen 16-bit base (QLoRA: 4-bit) plus 16 bytes per
-    trainable parameter (32-bit copy, gradient, two AdamW moments)."""
+             optimizer: str = "AdamW 32-bit", dtype: str = "bf16", recipe: str = "16-bit") -> dict[str, float]:
+    """Bytes held during training, by part, before activations. ``method``: a key of ``METHOD_MEMORY``;
+    ``recipe``: a key of ``RECIPES``. Every method but full fine-tuning keeps a frozen base (16-bit, or
+    4-bit for QLoRA) plus 16 bytes per trainable parameter (32-bit copy, gradient, two AdamW moments)."""
     rule = method_memory(method)
     _check_choices(optimizer, dtype)
+    rules = recipe_rules(recipe, method, dtype)
     setup = Setup(r, tuple(targets), reduction_factor, prompt_tokens, double_quant, blocksize, dtype)
-    state_bytes, paged = OPTIMIZERS[optimizer]
+    paged = OPTIMIZERS[optimizer][1]
     states = "optimizer states (paged)" if paged else "optimizer states"  # paged: can move to CPU memory under pressure
-    b = DTYPE_BYTES[dtype]
+    b = DTYPE_BYTES[rules.weights or dtype]
     total = shape.parameters()
     weights, constants = b * total, 0
     if rule.quantized_base:
@@ -262,59 +355,76 @@ def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LI
     trainable = rule.trainable(shape, setup)
     copy_bytes, gradient_bytes = (0, b) if rule.trains_everything else (4, 4)
     return {"weights": weights, "quantization constants": constants, "trainable (32-bit)": copy_bytes * trainable,
-            "gradients": gradient_bytes * trainable, states: state_bytes * trainable}
+            "gradients": gradient_bytes * trainable, states: _state_bytes(optimizer, gradient_bytes) * trainable}
 
 
 def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, batch: int = 1,
                     gradient_checkpointing: bool = False, optimizer: str = "AdamW 32-bit", r: int = 8,
                     targets=ALL_LINEAR, double_quant: bool = True, reduction_factor: int = 16,
-                    prompt_tokens: int = 16, dtype: str = "bf16") -> dict:
+                    prompt_tokens: int = 16, dtype: str = "bf16", recipe: str = "16-bit") -> dict:
     """Peak memory of a training step on a GPU, by part (QLoRA: NF4 weights, compute in ``dtype``).
 
-    Returns ``{"parts": {name: bytes}, "peak": bytes, "dominant": name}``. The peak is not always the
-    sum of the parts: in full fine-tuning the gradients are allocated during the backward pass while
-    the activations are being freed, so the peak holds the larger of the two (plus the static parts).
-    Checked against measured GPU peaks in ``data/results/gpu_memory.json`` for full fine-tuning,
-    LoRA and QLoRA (tests/test_memory.py); the other methods are counted the same way but were not measured.
+    Returns ``{"parts": {name: bytes}, "peak": bytes, "dominant": name, "measured": bool}``. The peak is
+    not always the sum of the parts: in full fine-tuning the gradients are allocated during the backward
+    pass while the activations are being freed, so the peak holds the larger of the two (plus the static
+    parts); torch's AdamW (``foreach``) takes one more copy of the trained parameters during its step.
+    ``measured`` says whether this combination was checked against GPU peaks (``data/results/gpu_memory.json``,
+    tests/test_memory.py); the others are counted by the same rules, unchecked.
     """
     rule = method_memory(method)
     _check_choices(optimizer, dtype)
+    rules = recipe_rules(recipe, method, dtype)
     for name, value in (("seq", seq), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if rule.adds_tokens:
         seq += prompt_tokens
     static = estimate(shape, method, r=r, targets=targets, double_quant=double_quant,
-                      reduction_factor=reduction_factor, prompt_tokens=prompt_tokens, optimizer=optimizer, dtype=dtype)
+                      reduction_factor=reduction_factor, prompt_tokens=prompt_tokens, optimizer=optimizer, dtype=dtype,
+                      recipe=recipe)
     tokens = seq * batch
-    per_layer = activation_bytes_per_token(shape, method, r=r, targets=tuple(targets),
+    per_layer = activation_bytes_per_token(shape, method, recipe=recipe, r=r, targets=tuple(targets),
                                            reduction_factor=reduction_factor, dtype=dtype)
     logits = tokens * (LOGIT_BYTES * shape.vocab + 4 * shape.hidden)
+    # autocast saves the bf16 copy of each weight a matrix product used: all of them, or with checkpointing only the
+    # output layer's (the layers' copies are made again when a layer is recomputed)
+    output_layer = shape.vocab * shape.hidden
+    copies = 2 * (output_layer + (0 if gradient_checkpointing else shape.linear_parameters())) \
+        if rules.bf16_weight_copies else 0
     if gradient_checkpointing:  # each layer keeps its input; the loss, or one recomputed layer, comes on top
-        activations = tokens * shape.layers * DTYPE_BYTES[dtype] * shape.hidden
-        dynamic = activations + max(logits, tokens * per_layer)
+        activations = tokens * shape.layers * DTYPE_BYTES[rules.residual or dtype] * shape.hidden
+        dynamic = activations + max(logits, tokens * per_layer) + copies
     else:
         activations = tokens * shape.layers * per_layer
-        dynamic = activations + logits
+        dynamic = activations + logits + copies
     gradients = static.pop("gradients")
-    parts = {**static, "gradients": gradients, "activations": activations, "logits": logits, "workspace": WORKSPACE}
+    trained_bytes = gradients / max(1, rule.trainable(shape, Setup(r, tuple(targets), reduction_factor, prompt_tokens)))
+    step_copy = gradients if OPTIMIZERS[optimizer][0] is None else 0  # foreach: one temporary of the trained weights
+    parts = {**static, "gradients": gradients, "activations": activations, "logits": logits}
+    if copies:
+        parts["bf16 weight copies"] = copies
+    if step_copy:
+        parts["optimizer step (temporary)"] = step_copy
+    parts["workspace"] = WORKSPACE
     steady = sum(static.values()) + WORKSPACE
     if rule.trains_everything:
         # gradients appear as activations are freed: the peak holds the larger of the two. A tied embedding
         # gets two gradients (from the input and the output layer), summed out of place at the end: +2 copies.
-        end_of_backward = gradients + (2 * DTYPE_BYTES[dtype] * shape.vocab * shape.hidden if shape.tied_embeddings else 0)
-        peak = steady + max(end_of_backward, dynamic)
+        tied = 2 * trained_bytes * shape.vocab * shape.hidden if shape.tied_embeddings else 0
+        peak = steady + max(gradients + tied, dynamic, gradients + step_copy)
     else:
-        peak = steady + gradients + dynamic
+        peak = steady + gradients + max(dynamic, step_copy)
     dominant = max(parts, key=parts.get)
-    return {"parts": parts, "peak": peak, "dominant": dominant}
+    return {"parts": parts, "peak": peak, "dominant": dominant,
+            "measured": measured(method, recipe, dtype, optimizer)}
 
 
 def estimate_measured(row: dict) -> dict:
-    """``training_memory`` for one row of ``data/results/gpu_memory.json`` (its shape and setup)."""
+    """``training_memory`` for one row of ``data/results/gpu_memory.json`` (its shape, recipe and setup)."""
     return training_memory(ModelShape.from_config(row), row["method"], seq=row["seq"], batch=row["batch"],
                            gradient_checkpointing=row["gradient_checkpointing"], optimizer=row["optimizer"],
-                           r=row["lora_r"] or 8, targets=tuple(row["lora_targets"] or ALL_LINEAR))
+                           r=row["lora_r"] or 8, targets=tuple(row["lora_targets"] or ALL_LINEAR),
+                           recipe=row.get("recipe", "16-bit"))
 
 
 def total_gb(parts: dict[str, float]) -> float:

@@ -197,6 +197,7 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
                 "batch": widgets.IntSlider(value=1, min=1, max=16, description="batch"),
                 "checkpointing": widgets.Checkbox(value=False, description="gradient checkpointing"),
                 "optimizer": widgets.Dropdown(options=list(memory.OPTIMIZERS), description="optimizer"),
+                "recipe": widgets.Dropdown(options=list(memory.RECIPES), description="recipe"),
                 "dtype": widgets.Dropdown(options=list(memory.DTYPE_BYTES), description="dtype"),
                 "gpu": widgets.Dropdown(options=[(f"{g} GB", g) for g in memory.GPUS_GB], value=24, description="GPU")}
     fig = _figure("where the memory goes (GB)", "peak vs sequence length (GB)")
@@ -210,18 +211,26 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
     def update(values):
         shape = models[values["model"]]
         setup = dict(batch=values["batch"], gradient_checkpointing=values["checkpointing"],
-                     optimizer=values["optimizer"], dtype=values["dtype"])
-        result = memory.training_memory(shape, values["method"], seq=values["seq"], **setup)
+                     optimizer=values["optimizer"], dtype=values["dtype"], recipe=values["recipe"])
+        try:
+            result = memory.training_memory(shape, values["method"], seq=values["seq"], **setup)
+        except ValueError as error:  # a recipe that does not apply to the method, or fixes the dtype
+            return f"<b>Not counted:</b> {error}"
         parts = {k: v / memory.GB for k, v in result["parts"].items() if v > 0}
         fig.data[0].y, fig.data[0].x = list(parts), [round(v, 3) for v in parts.values()]
         for i, method in enumerate(("full fine-tuning", "LoRA", "QLoRA")):
-            fig.data[1 + i].x = list(seqs)
+            recipe_methods = memory.RECIPES[values["recipe"]].methods
+            counted = recipe_methods is None or method in recipe_methods
+            fig.data[1 + i].x = list(seqs) if counted else []
             fig.data[1 + i].y = [round(memory.training_memory(shape, method, seq=s, **setup)["peak"] / memory.GB, 2)
-                                 for s in seqs]
+                                 for s in seqs] if counted else []
         fig.data[4].x, fig.data[4].y = [seqs[0], seqs[-1]], [values["gpu"]] * 2
         peak = result["peak"] / memory.GB
         verdict = "fits" if peak <= values["gpu"] else "does not fit"
-        return (f"<b>{values['model']}</b>, {values['method']}: estimated peak <b>{peak:.1f} GB</b> — {verdict} "
-                f"a {values['gpu']} GB GPU (largest part: {result['dominant']}; the CUDA context comes on top)")
+        checked = ("measured on a GPU (estimate within 10%)" if result["measured"] else
+                   "<b>never measured on a GPU</b>: counted by the same rules, unchecked")
+        return (f"<b>{values['model']}</b>, {values['method']}, {values['recipe']}: estimated peak <b>{peak:.1f} GB</b> — "
+                f"{verdict} a {values['gpu']} GB GPU (largest part: {result['dominant']}; the CUDA context comes on top). "
+                f"This combination was {checked}.")
 
     return Explorer("memory explorer", controls, fig, update)
