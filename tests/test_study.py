@@ -1,0 +1,89 @@
+"""Spreads over seeds, paired intervals over texts, and reading a stored convergence study."""
+
+import math
+
+import pytest
+import torch
+
+from peftlab.course.stats import Spread, paired_interval
+from peftlab.tools import study
+
+
+def test_spread_mean_range_interval_and_ties():
+    s = Spread.of([0.95, 0.97, 0.92, 0.96, 0.94])
+    assert s.n == 5 and s.mean == pytest.approx(0.948) and (s.low, s.high) == (0.92, 0.97)
+    low, high = s.interval()
+    half = 2.776 * math.sqrt(sum((v - 0.948) ** 2 for v in s.values) / 4) / math.sqrt(5)  # t(0.975, 4 dof)
+    assert (low, high) == pytest.approx((0.948 - half, 0.948 + half))
+    assert s.overlaps(Spread.of([0.97, 0.99])) and not s.overlaps(Spread.of([0.98, 0.99]))
+    assert f"{s:.2f}" == "0.95 (0.92-0.97)"
+    with pytest.raises(ValueError, match="at least one value"):
+        Spread.of([])
+    with pytest.raises(ValueError, match="at least two seeds"):
+        Spread.of([1.0]).interval()
+
+
+def test_paired_interval_separates_a_shift_and_not_noise():
+    torch.manual_seed(0)
+    tokens = torch.randint(10, 50, (300,)).double()
+    a = torch.stack([tokens * 1.00, tokens], 1)
+    b = torch.stack([tokens * 1.00 + torch.randn(300).double() * 0.01, tokens], 1)
+    low, high = paired_interval(a, b)
+    assert low < 0 < high, "the same losses up to noise: a tie"
+    shifted = torch.stack([tokens * 1.05, tokens], 1)
+    low, high = paired_interval(shifted, a)
+    assert 0 < low <= 0.05 <= high
+    with pytest.raises(ValueError, match="two \\(texts, 2\\) tables of the same texts"):
+        paired_interval(a, a[:10])
+
+
+def _run(method, lr, seed, val, test, curve, **kwargs):
+    return {"method": method, "lr": lr, "seed": seed, "method_kwargs": kwargs, "val_loss": val, "test_loss": val,
+            "test_accuracy": test, "val_accuracy": test, "best_step": 100, "steps_run": 200, "stopped_early": True,
+            "trainable": 10, "curve": [{"step": s, "loss": l} for s, l in curve]}
+
+
+RUNS = [_run("A", 1e-3, s, 0.5 + s / 100, 0.80, [(0, 2.0), (100, 1.0 + s / 10)]) for s in range(3)] + \
+       [_run("A", 1e-2, s, 0.3 + s / 100, 0.90 + s / 100, [(0, 2.0), (100, 0.5)]) for s in range(3)] + \
+       [_run("A", 1e-2, s, 0.9, 0.5, [(0, 2.0)], r=64) for s in range(2)]
+
+
+def test_rates_are_chosen_on_validation_and_options_kept_apart():
+    assert study.best_rates(RUNS) == {"A": 1e-2, "A r=64": 1e-2}
+    table = study.decision_table(RUNS)
+    assert table["A"]["seeds"] == 3 and table["A"]["test_accuracy"].mean == pytest.approx(0.91)
+    assert table["A"]["capped"] == 0
+
+
+def test_a_live_curve_is_checked_against_the_stored_band():
+    band = study.curve_band(RUNS, "A", 1e-3)
+    assert band[100].low == pytest.approx(1.0) and band[100].high == pytest.approx(1.2)
+    assert study.outside_band([{"step": 100, "loss": 1.1}], band) == []
+    assert study.outside_band([{"step": 100, "loss": 1.3}], band) == [100]
+    assert study.outside_band([{"step": 100, "loss": 1.205}], band, tolerance=0.01) == []
+    with pytest.raises(ValueError, match="no runs of 'B'"):
+        study.curve_band(RUNS, "B", 1e-3)
+    with pytest.raises(ValueError, match="shares no evaluated step"):
+        study.outside_band([{"step": 50, "loss": 1.0}], band)
+    with pytest.raises(ValueError, match="no stored study 'nope'"):
+        study.load_study("nope")
+
+
+def test_the_stored_methods_study_is_complete_enough_to_read():
+    runs = study.load_study("methods")["runs"]
+    table = study.decision_table(runs)
+    assert set(table) == {"full fine-tuning", "LoRA", "QLoRA", "IA3", "adapter (Houlsby)", "adapter (Pfeiffer)",
+                          "prompt tuning"}
+    assert all(len({r["seed"] for r in g}) == len(g) for g in study.configurations(runs).values()), "one run per seed"
+
+
+def test_text_losses_are_what_the_language_modelling_loss_averages():
+    from peftlab import load_base
+    from peftlab.course.tasks import load_stories
+    from peftlab.course.train import language_modelling_loss, text_losses
+
+    model, tokenizer = load_base()
+    stories = load_stories()[:3]
+    rows = text_losses(model, tokenizer, stories)
+    assert rows.shape == (3, 2) and rows.dtype == torch.float64 and bool((rows[:, 1] > 0).all())
+    assert float(rows[:, 0].sum() / rows[:, 1].sum()) == pytest.approx(language_modelling_loss(model, tokenizer, stories))
