@@ -398,7 +398,6 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
         activations = tokens * shape.layers * per_layer
         dynamic = activations + logits + copies
     gradients = static.pop("gradients")
-    trained_bytes = gradients / max(1, rule.trainable(shape, Setup(r, tuple(targets), reduction_factor, prompt_tokens)))
     step_copy = gradients if OPTIMIZERS[optimizer][0] is None else 0  # foreach: one temporary of the trained weights
     parts = {**static, "gradients": gradients, "activations": activations, "logits": logits}
     if copies:
@@ -410,7 +409,8 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
     if rule.trains_everything:
         # gradients appear as activations are freed: the peak holds the larger of the two. A tied embedding
         # gets two gradients (from the input and the output layer), summed out of place at the end: +2 copies.
-        tied = 2 * trained_bytes * shape.vocab * shape.hidden if shape.tied_embeddings else 0
+        weight_bytes = DTYPE_BYTES[rules.weights or dtype]  # full fine-tuning's gradients take the weights' dtype
+        tied = 2 * weight_bytes * shape.vocab * shape.hidden if shape.tied_embeddings else 0
         peak = steady + max(gradients + tied, dynamic, gradients + step_copy)
     else:
         peak = steady + gradients + max(dynamic, step_copy)
