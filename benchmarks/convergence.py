@@ -14,6 +14,8 @@ Runs already in ``--out`` are kept and skipped, so a study can be finished over 
 ``--rerun-capped --max-steps N`` runs again, under the cap N, the selected runs (``--only``, ``--lrs``)
 that reached a lower cap without converging (each run records its cap);
 ``--deadline`` stops starting new runs after that many seconds (the runs under way finish).
+Calls made side by side, each on its own copy of ``--out``, are put back together with
+``--merge COPY ...`` (their new calls and runs added; runs a copy re-ran under a higher cap replaced).
 Each run is one process with one thread: a model this small gains little from more threads per run
 and leaves a GPU idle between its small kernels, so runs side by side are what uses a machine.
 """
@@ -102,9 +104,10 @@ def rounded(x):
 
 def dump(record: dict) -> str:
     """The record as JSON: everything but the runs indented on top, then one run a line."""
-    head = json.dumps({k: v for k, v in record.items() if k != "runs"}, indent=1)
-    runs = ",\n".join(json.dumps(rounded(run)) for run in record["runs"])
-    return head[:-2] + ',\n "runs": [\n' + runs + "\n ]\n}\n"
+    lists = [key for key in ("runs", "repeats") if key in record]
+    head = json.dumps({k: v for k, v in record.items() if k not in lists}, indent=1)
+    return head[:-2] + "".join(f',\n "{key}": [\n' + ",\n".join(json.dumps(rounded(run)) for run in record[key])
+                               + "\n ]" for key in lists) + "\n}\n"
 
 
 def summarize(runs: list[dict]) -> str:
@@ -125,6 +128,42 @@ def summarize(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge(out: Path, copies: list[Path]) -> str:
+    """Put back into ``out`` what calls made on copies of it added: their calls, their new runs, and the
+    capped runs they re-ran (which replace the stored ones). Every copy must start from ``out`` as it is."""
+    record = json.loads(out.read_text())
+    known = len(record["calls"])
+    replaced, added, calls = set(), [], []
+    for copy in copies:
+        other = json.loads(copy.read_text())
+        if other["calls"][:known] != record["calls"] or other["settings"] != record["settings"] \
+                or other["study"] != record["study"]:
+            raise SystemExit(f"{copy} was not made from {out} as it is now (calls, study or settings differ); "
+                             f"merge copies of the current file only")
+        kept = {(run_key(r), r["call"]) for r in other["runs"] if r["call"] < known}
+        replaced |= {(run_key(r), r["call"]) for r in record["runs"]} - kept
+        for run in other["runs"]:
+            if run["call"] >= known:
+                added.append({**run, "call": run["call"] + len(calls)})  # after the calls of earlier copies
+        calls += other["calls"][known:]
+    runs = [r for r in record["runs"] if (run_key(r), r["call"]) not in replaced]
+    # Two copies may have run the same configuration and seed (say, one on the CPU and one on a GPU): the study
+    # keeps the first and stores the others apart, under "repeats" -- the same seed on other hardware, which
+    # shows how far floating-point differences alone move a run.
+    seen = {run_key(r) for r in runs}
+    repeats = []
+    for run in added:
+        (repeats if run_key(run) in seen else runs).append(run)
+        seen.add(run_key(run))
+    record["runs"] = runs
+    record["calls"] += calls
+    if repeats:
+        record["repeats"] = record.get("repeats", []) + repeats
+    out.write_text(dump(record))
+    return (f"{len(added) - len(repeats)} runs added from {len(copies)} copies ({len(replaced)} capped runs "
+            f"replaced, {len(repeats)} repeats of a stored seed kept apart); {len(calls)} calls")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--study", choices=sorted(STUDIES), required=True)
@@ -143,7 +182,12 @@ def main(argv=None) -> int:
     p.add_argument("--rerun-capped", action="store_true",
                    help="run again, under --max-steps, the selected runs that reached a lower cap")
     p.add_argument("--commit", default=None, help="the git commit of the code that ran (recorded in --out)")
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="add to --out the calls and runs of these copies of it, made by calls side by side")
     args = p.parse_args(argv)
+    if args.merge:
+        print(merge(args.out, args.merge))
+        return 0
 
     settings = {"task": args.task, "eval_every": args.eval_every, "patience": args.patience,
                 "batch_size": args.batch_size}

@@ -1,12 +1,15 @@
 """Spreads over seeds, paired intervals over texts, and reading a stored convergence study."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from peftlab.course.stats import Spread, paired_interval
 from peftlab.tools import study
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_spread_mean_range_interval_and_ties():
@@ -87,3 +90,38 @@ def test_text_losses_are_what_the_language_modelling_loss_averages():
     rows = text_losses(model, tokenizer, stories)
     assert rows.shape == (3, 2) and rows.dtype == torch.float64 and bool((rows[:, 1] > 0).all())
     assert float(rows[:, 0].sum() / rows[:, 1].sum()) == pytest.approx(language_modelling_loss(model, tokenizer, stories))
+
+
+def test_calls_made_side_by_side_merge_back_into_the_study(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("convergence", ROOT / "benchmarks" / "convergence.py")
+    convergence = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convergence)
+
+    def run(method, seed, call, stopped_early=True):
+        return {"method": method, "task": "addition", "lr": 0.001, "method_kwargs": {}, "seed": seed,
+                "call": call, "stopped_early": stopped_early}
+
+    head = {"study": "methods", "settings": {"task": "addition"}, "seeds": [0, 1]}
+    out = tmp_path / "study.json"
+    out.write_text(convergence.dump({**head, "calls": [{"command": "a"}],
+                                     "runs": [run("LoRA", 0, 0, stopped_early=False), run("IA3", 0, 0)]}))
+    rerun = tmp_path / "rerun.json"  # re-ran the capped LoRA run
+    rerun.write_text(convergence.dump({**head, "calls": [{"command": "a"}, {"command": "b"}],
+                                       "runs": [run("IA3", 0, 0), run("LoRA", 0, 1)]}))
+    new = tmp_path / "new.json"  # added a seed
+    new.write_text(convergence.dump({**head, "calls": [{"command": "a"}, {"command": "c"}],
+                                     "runs": [run("LoRA", 0, 0, stopped_early=False), run("IA3", 0, 0),
+                                              run("IA3", 1, 1)]}))
+    convergence.merge(out, [rerun, new])
+    merged = json.loads(out.read_text())
+    assert [c["command"] for c in merged["calls"]] == ["a", "b", "c"]
+    assert sorted((r["method"], r["seed"], r["call"], r["stopped_early"]) for r in merged["runs"]) == [
+        ("IA3", 0, 0, True), ("IA3", 1, 2, True), ("LoRA", 0, 1, True)]
+
+    stale = tmp_path / "stale.json"  # made from another state of the file
+    stale.write_text(convergence.dump({**head, "calls": [{"command": "x"}, {"command": "d"}], "runs": []}))
+    with pytest.raises(SystemExit, match="not made from"):
+        convergence.merge(out, [stale])
