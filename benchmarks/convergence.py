@@ -130,18 +130,21 @@ def summarize(runs: list[dict]) -> str:
 
 def merge(out: Path, copies: list[Path]) -> str:
     """Put back into ``out`` what calls made on copies of it added: their calls, their new runs, and the
-    capped runs they re-ran (which replace the stored ones). Every copy must start from ``out`` as it is."""
+    capped runs they re-ran (which replace the stored ones). Every copy must start from ``out`` as it is (the same
+    calls, told apart by when they started: a note added to a stored command since then does not matter)."""
     record = json.loads(out.read_text())
     known = len(record["calls"])
     replaced, added, calls = set(), [], []
     for copy in copies:
         other = json.loads(copy.read_text())
-        if other["calls"][:known] != record["calls"] or other["settings"] != record["settings"] \
-                or other["study"] != record["study"]:
+        same_calls = [c["started"] for c in other["calls"][:known]] == [c["started"] for c in record["calls"]]
+        if not same_calls or other["settings"] != record["settings"] or other["study"] != record["study"]:
             raise SystemExit(f"{copy} was not made from {out} as it is now (calls, study or settings differ); "
                              f"merge copies of the current file only")
         kept = {(run_key(r), r["call"]) for r in other["runs"] if r["call"] < known}
-        replaced |= {(run_key(r), r["call"]) for r in record["runs"]} - kept
+        rerun = {run_key(r) for r in other["runs"] if r["call"] >= known}
+        # a stored run the copy dropped was re-ran there; if the re-run never finished, the stored run stays
+        replaced |= {(run_key(r), r["call"]) for r in record["runs"] if run_key(r) in rerun} - kept
         for run in other["runs"]:
             if run["call"] >= known:
                 added.append({**run, "call": run["call"] + len(calls)})  # after the calls of earlier copies

@@ -106,22 +106,29 @@ def test_calls_made_side_by_side_merge_back_into_the_study(tmp_path):
 
     head = {"study": "methods", "settings": {"task": "addition"}, "seeds": [0, 1]}
     out = tmp_path / "study.json"
-    out.write_text(convergence.dump({**head, "calls": [{"command": "a"}],
-                                     "runs": [run("LoRA", 0, 0, stopped_early=False), run("IA3", 0, 0)]}))
-    rerun = tmp_path / "rerun.json"  # re-ran the capped LoRA run
-    rerun.write_text(convergence.dump({**head, "calls": [{"command": "a"}, {"command": "b"}],
+    a, b, c = ({"command": x, "started": str(i)} for i, x in enumerate("abc"))  # calls are told apart by start
+    out.write_text(convergence.dump({**head, "calls": [a],
+                                     "runs": [run("LoRA", 0, 0, stopped_early=False), run("IA3", 0, 0),
+                                              run("QLoRA", 0, 0, stopped_early=False)]}))
+    rerun = tmp_path / "rerun.json"  # re-ran the capped LoRA run; its re-run of the capped QLoRA run never finished
+    rerun.write_text(convergence.dump({**head, "calls": [a, b],
                                        "runs": [run("IA3", 0, 0), run("LoRA", 0, 1)]}))
     new = tmp_path / "new.json"  # added a seed
-    new.write_text(convergence.dump({**head, "calls": [{"command": "a"}, {"command": "c"}],
+    new.write_text(convergence.dump({**head, "calls": [{**a, "command": "a  # a note added since"}, c],
                                      "runs": [run("LoRA", 0, 0, stopped_early=False), run("IA3", 0, 0),
                                               run("IA3", 1, 1)]}))
-    convergence.merge(out, [rerun, new])
+    again = tmp_path / "again.json"  # the same new seed, elsewhere
+    again.write_text(convergence.dump({**head, "calls": [a, {**c, "started": "4"}],
+                                       "runs": [run("LoRA", 0, 0, stopped_early=False), run("IA3", 0, 0),
+                                                run("IA3", 1, 1)]}))
+    convergence.merge(out, [rerun, new, again])
     merged = json.loads(out.read_text())
-    assert [c["command"] for c in merged["calls"]] == ["a", "b", "c"]
+    assert [call["command"] for call in merged["calls"]] == ["a", "b", "c", "c"]
     assert sorted((r["method"], r["seed"], r["call"], r["stopped_early"]) for r in merged["runs"]) == [
-        ("IA3", 0, 0, True), ("IA3", 1, 2, True), ("LoRA", 0, 1, True)]
+        ("IA3", 0, 0, True), ("IA3", 1, 2, True), ("LoRA", 0, 1, True), ("QLoRA", 0, 0, False)]
+    assert [(r["method"], r["seed"], r["call"]) for r in merged["repeats"]] == [("IA3", 1, 3)]
 
     stale = tmp_path / "stale.json"  # made from another state of the file
-    stale.write_text(convergence.dump({**head, "calls": [{"command": "x"}, {"command": "d"}], "runs": []}))
+    stale.write_text(convergence.dump({**head, "calls": [{"command": "x", "started": "9"}, b], "runs": []}))
     with pytest.raises(SystemExit, match="not made from"):
         convergence.merge(out, [stale])
