@@ -143,7 +143,7 @@ def merge(out: Path, copies: list[Path]) -> str:
                              f"merge copies of the current file only")
         kept = {(run_key(r), r["call"]) for r in other["runs"] if r["call"] < known}
         rerun = {run_key(r) for r in other["runs"] if r["call"] >= known}
-        # a stored run the copy dropped was re-ran there; if the re-run never finished, the stored run stays
+        # a stored run the copy dropped was run again there; if that run never finished, the stored run stays
         replaced |= {(run_key(r), r["call"]) for r in record["runs"] if run_key(r) in rerun} - kept
         for run in other["runs"]:
             if run["call"] >= known:
