@@ -19,6 +19,9 @@ def test_spread_mean_range_interval_and_ties():
     half = 2.776 * math.sqrt(sum((v - 0.948) ** 2 for v in s.values) / 4) / math.sqrt(5)  # t(0.975, 4 dof)
     assert (low, high) == pytest.approx((0.948 - half, 0.948 + half))
     assert s.overlaps(Spread.of([0.97, 0.99])) and not s.overlaps(Spread.of([0.98, 0.99]))
+    assert s.compare(Spread.of([0.97, 0.99])) == "ties with"
+    assert s.compare(Spread.of([0.98, 0.99])) == "loses to" and Spread.of([0.98, 0.99]).compare(s) == "beats"
+    assert s.compare(Spread.of([0.98, 0.99]), higher_is_better=False) == "beats", "for losses, lower is better"
     assert f"{s:.2f}" == "0.95 (0.92-0.97)"
     with pytest.raises(ValueError, match="at least one value"):
         Spread.of([])
@@ -56,6 +59,10 @@ def test_rates_are_chosen_on_validation_and_options_kept_apart():
     table = study.decision_table(RUNS)
     assert table["A"]["seeds"] == 3 and table["A"]["test_accuracy"].mean == pytest.approx(0.91)
     assert table["A"]["capped"] == 0
+    assert study.rate_spreads(RUNS, "A")[1e-3].mean == pytest.approx(0.51)
+    assert set(study.rate_spreads(RUNS, "A r=64")) == {1e-2}
+    with pytest.raises(ValueError, match="no runs of 'B'"):
+        study.rate_spreads(RUNS, "B")
 
 
 def test_a_live_curve_is_checked_against_the_stored_band():
@@ -78,6 +85,10 @@ def test_the_stored_methods_study_is_complete_enough_to_read():
     assert set(table) == {"full fine-tuning", "LoRA", "QLoRA", "IA3", "adapter (Houlsby)", "adapter (Pfeiffer)",
                           "prompt tuning"}
     assert all(len({r["seed"] for r in g}) == len(g) for g in study.configurations(runs).values()), "one run per seed"
+    both = study.decision_tables("methods", "variants")
+    assert set(table) < set(both) and both["LoRA"] == table["LoRA"] and "DoRA (peft)" in both
+    with pytest.raises(ValueError, match="both hold"):
+        study.decision_tables("methods", "methods")
 
 
 def test_text_losses_are_what_the_language_modelling_loss_averages():

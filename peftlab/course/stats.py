@@ -65,6 +65,13 @@ class Spread:
         """Whether the two ranges (min-max) share a point: then the course calls them a tie."""
         return self.low <= other.high and other.low <= self.high
 
+    def compare(self, other: "Spread", higher_is_better: bool = True) -> str:
+        """The course's verdict on two configurations: "ties with" where the ranges overlap, else "beats" or
+        "loses to" (by the means; pass ``higher_is_better=False`` for losses)."""
+        if self.overlaps(other):
+            return "ties with"
+        return "beats" if (self.mean > other.mean) == higher_is_better else "loses to"
+
     def __format__(self, spec: str) -> str:
         spec = spec or ".3f"
         return f"{self.mean:{spec}} ({self.low:{spec}}-{self.high:{spec}})"

@@ -3,11 +3,12 @@
     study = load_study("methods")            # data/results/convergence_methods.json
     rates = best_rates(study["runs"])        # method -> rate with the lowest mean validation loss
     table = decision_table(study["runs"])    # method -> test exact match and loss, as Spreads over seeds
+    table = decision_tables("methods", "variants")  # the same, over several studies
 
 ``benchmarks/convergence.py`` made the runs (every run trained until its validation loss stopped
 improving, its best checkpoint scored on the test split). The rate is chosen on the validation
 split only; the test split is read once, for the chosen rate. Two methods tie when the ranges of
-their test scores over seeds overlap (``Spread.overlaps``).
+their test scores over seeds overlap (``Spread.compare``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,26 @@ def decision_table(runs: list[dict]) -> dict[str, dict]:
                          "best_step": Spread.of(r["best_step"] for r in group),
                          "capped": sum(not r["stopped_early"] for r in group)}
     return table
+
+
+def decision_tables(*names: str) -> dict[str, dict]:
+    """``decision_table`` of several stored studies together (configurations are told apart by ``label``)."""
+    table: dict[str, dict] = {}
+    for name in names:
+        rows = decision_table(load_study(name)["runs"])
+        if shared := set(rows) & set(table):
+            raise ValueError(f"studies {names} both hold {sorted(shared)}; read them one at a time")
+        table.update(rows)
+    return table
+
+
+def rate_spreads(runs: list[dict], config: str) -> dict[float, Spread]:
+    """One configuration's validation loss over seeds at each learning rate of the study."""
+    spreads = {lr: Spread.of(r["val_loss"] for r in group)
+               for (name, lr), group in configurations(runs).items() if name == config}
+    if not spreads:
+        raise ValueError(f"no runs of {config!r} in this study")
+    return spreads
 
 
 def curve_band(runs: list[dict], config: str, lr: float) -> dict[int, Spread]:
