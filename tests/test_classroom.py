@@ -1,0 +1,117 @@
+"""The classroom's assignments, graded by nbgrader as an instructor would (classroom/, docs in its config).
+
+For each assignment in ``classroom/source``, in a throwaway course folder:
+- ``nbgrader generate_assignment`` makes exactly the release notebook kept in ``classroom/release``;
+- ``nbgrader autograde`` gives the solution full marks, the untouched release zero (without the grader
+  failing), and each typical mistake of ``classroom/mistakes.json`` the full marks less exactly the
+  points of the checks that cover it;
+- ``nbgrader generate_feedback`` writes feedback that names each mistake.
+A submission that never returns is stopped by the per-cell time limit and scores zero on that check.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSROOM = ROOT / "classroom"
+MISTAKES = json.loads((CLASSROOM / "mistakes.json").read_text())
+ASSIGNMENTS = sorted(p.name for p in (CLASSROOM / "source").iterdir() if p.is_dir())
+TIME_LIMIT = 20  # seconds a cell may run while these tests grade (the course's own limit is 60)
+
+
+def nbgrader(course: Path, *args: str) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # nbgrader runs alembic
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+def solution_of(source: dict) -> dict:
+    """What a student who solved everything hands in: the source without its solution markers."""
+    nb = copy.deepcopy(source)
+    for cell in nb["cells"]:
+        cell["source"] = re.sub(r"[ \t]*### (BEGIN|END) SOLUTION\n", "", "".join(cell["source"]))
+    return nb
+
+
+def with_mistake(solution: dict, mistake: dict) -> dict:
+    nb = copy.deepcopy(solution)
+    hits = [c for c in nb["cells"] if mistake["replace"] in c["source"]]
+    assert len(hits) == 1, f"{mistake['mistake']}: its text should occur in exactly one cell of the solution"
+    hits[0]["source"] = hits[0]["source"].replace(mistake["replace"], mistake["with"])
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Every assignment released, its submissions autograded and given feedback, in one throwaway course."""
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(CLASSROOM / "nbgrader_config.py", course)
+    shutil.copytree(CLASSROOM / "source", course / "source")
+    results = {}
+    for name in ASSIGNMENTS:
+        nbgrader(course, "generate_assignment", name, "--force")
+        source = json.loads((course / "source" / name / f"{name}.ipynb").read_text())
+        release = json.loads((course / "release" / name / f"{name}.ipynb").read_text())
+        solution = solution_of(source)
+        students = {"solution": solution, "untouched": release}
+        students |= {f"mistake{i}": with_mistake(solution, m) for i, m in enumerate(MISTAKES.get(name, []))}
+        for student, nb in students.items():
+            folder = course / "submitted" / student / name
+            folder.mkdir(parents=True)
+            (folder / f"{name}.ipynb").write_text(json.dumps(nb))
+        nbgrader(course, "autograde", name, "--force", f"--Execute.timeout={TIME_LIMIT}")
+        nbgrader(course, "generate_feedback", name, "--force")
+        from nbgrader.api import Gradebook
+
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            for student in students:
+                submission = gradebook.find_submission_notebook(name, name, student)
+                feedback = (course / "feedback" / student / name / f"{name}.html").read_text()
+                results[name, student] = {"grades": {g.name: g.score for g in submission.grades},
+                                          "max": {g.name: g.max_score for g in submission.grades},
+                                          "feedback": html.unescape(re.sub(r"<[^>]+>", "", feedback))}
+    return course, results
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_the_release_in_the_repository_is_what_nbgrader_makes_from_the_source(graded, name):
+    course, _ = graded
+    made = (course / "release" / name / f"{name}.ipynb").read_text()
+    kept = CLASSROOM / "release" / name / f"{name}.ipynb"
+    assert kept.is_file() and kept.read_text() == made, \
+        f"{kept.relative_to(ROOT)} differs from what nbgrader generate_assignment makes of the source: run " \
+        f"`nbgrader generate_assignment {name} --force` in classroom/"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_the_solution_scores_full_marks_and_the_untouched_release_zero(graded, name):
+    _, results = graded
+    solution, untouched = results[name, "solution"], results[name, "untouched"]
+    assert solution["grades"] == solution["max"] and sum(solution["max"].values()) > 0
+    assert set(untouched["grades"].values()) == {0.0}
+    assert "not written yet" in untouched["feedback"], "an unanswered cell says so in the feedback"
+
+
+@pytest.mark.parametrize("name, index", [(n, i) for n in ASSIGNMENTS for i in range(len(MISTAKES.get(n, [])))])
+def test_a_typical_mistake_loses_exactly_the_points_of_its_check_and_is_named(graded, name, index):
+    _, results = graded
+    mistake, result = MISTAKES[name][index], results[name, f"mistake{index}"]
+    lost = {check: result["max"][check] - score for check, score in result["grades"].items() if score < result["max"][check]}
+    assert lost == mistake["loses"], f"{mistake['mistake']}: lost {lost}, expected {mistake['loses']}"
+    assert mistake["feedback"] in result["feedback"], f"{mistake['mistake']}: the feedback does not say it"
+
+
+def test_every_assignment_has_typical_mistakes_and_one_that_never_returns():
+    assert ASSIGNMENTS and all(MISTAKES.get(name) for name in ASSIGNMENTS)
+    assert any("while True" in m["with"] for name in ASSIGNMENTS for m in MISTAKES[name])
