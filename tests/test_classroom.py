@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nbgrader.api import Gradebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSROOM = ROOT / "classroom"
@@ -72,8 +73,6 @@ def graded(tmp_path_factory):
             (folder / f"{name}.ipynb").write_text(json.dumps(nb))
         nbgrader(course, "autograde", name, "--force", f"--Execute.timeout={TIME_LIMIT}")
         nbgrader(course, "generate_feedback", name, "--force")
-        from nbgrader.api import Gradebook
-
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
             for student in students:
                 submission = gradebook.find_submission_notebook(name, name, student)
