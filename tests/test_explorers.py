@@ -174,3 +174,29 @@ def test_memory_explorer_moves_with_its_controls():
     explorer.controls["optimizer"].value = "torch AdamW"
     assert "GB" in explorer.status.value and "measured on a GPU (estimate" in explorer.status.value
     assert explorer.figure.data[1].x == () and len(explorer.figure.data[3].x) > 0, "only QLoRA's curve for its recipe"
+
+
+@pytest.mark.parametrize("make, control, value", [
+    (lambda: widgets.lr_explorer(_sweep()), "lr", 1e-1),
+    (lambda: widgets.rank_explorer({"a": torch.randn(16, 24)}), "r", 3),
+    (lambda: widgets.quantization_explorer({"w": torch.randn(64, 64)}), "codebook", "int4"),
+    (lambda: widgets.memory_explorer(), "batch", 8)], ids=["lr", "rank", "quantization", "memory"])
+def test_explorer_offers_its_picture_to_viewers_that_run_no_kernel(make, control, value):
+    """A stored explorer output carries the live widget, a PNG of its picture as it stands (what
+    GitHub or a static site shows) and the text line; moving a control redraws the picture."""
+    import base64
+    import io
+    from PIL import Image
+
+    torch.manual_seed(0)
+    explorer = make()
+    bundle = explorer._repr_mimebundle_()
+    assert {"application/vnd.jupyter.widget-view+json", "image/png", "text/plain"} <= set(bundle)
+    png = base64.b64decode(bundle["image/png"])
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (720, 302)
+    assert 5_000 < len(png) < 80_000, "a picture, not a blank, and small enough to store in a notebook"
+    colours = image.convert("RGB").getcolors(maxcolors=100_000)
+    assert len(colours) > 20, "more than a frame: traces are drawn"
+    explorer.controls[control].value = value
+    assert explorer.picture() != png, "the picture follows the controls"

@@ -5,11 +5,21 @@ control changes. The numbers come from ``peftlab.tools.explore``; this file only
 
     rank_explorer({"layer 0 q_proj": W})          # in a notebook cell: the last expression
     explorer.controls["r"].value = 16              # what a slider drag does (tests do this)
+
+A notebook viewer that runs no kernel (GitHub, a static site built from the chapters) cannot draw
+a widget. So each explorer also offers its picture as it stands as a PNG, drawn with matplotlib from
+the plotly figure's own traces: such a viewer shows the explorer's first picture instead of a line
+of text, while JupyterLab, which can draw the widget, still shows the live explorer.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import math
+import re
+import textwrap
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -41,6 +51,73 @@ class Explorer(widgets.VBox):
 
     def __repr__(self) -> str:  # what a notebook without a widget frontend (and nbval) prints
         return f"{self.title} (interactive: open in JupyterLab and move the controls)"
+
+    def picture(self) -> bytes:
+        """The explorer as it stands, as a PNG: its status line above its figure."""
+        caption = html.unescape(re.sub(r"<[^>]+>", "", self.status.value))
+        return _png(self.figure, caption)
+
+    def _repr_mimebundle_(self, **kwargs):
+        # The widget for JupyterLab, the picture for viewers that cannot run one (they prefer an
+        # image to text/plain), and the text for the rest. Stored outputs keep all three; nbval
+        # compares only the text.
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["image/png"] = base64.b64encode(self.picture()).decode("ascii")
+        return bundle
+
+
+# plotly marker symbols the explorers use, as matplotlib markers
+_MARKERS = {None: "o", "circle": "o", "circle-open": "o", "line-ns-open": "|"}
+_DASHES = {None: "-", "solid": "-", "dot": ":", "dash": "--"}
+
+
+def _png(figure: go.FigureWidget, caption: str) -> bytes:
+    """Draw the explorers' plotly figure (two panels of bars, lines and markers) with matplotlib."""
+    from matplotlib.figure import Figure  # not pyplot: no global state, no screen needed
+
+    picture = Figure(figsize=(10, 4.2), dpi=72, layout="constrained")
+    axes = picture.subplots(1, 2)
+    picture.suptitle(textwrap.fill(caption, 120), fontsize=9)
+    layout = figure.layout
+    for i, ax in enumerate(axes):
+        suffix = "" if i == 0 else str(i + 1)
+        if i < len(layout.annotations):  # make_subplots writes the panel titles as annotations
+            ax.set_title(layout.annotations[i].text, fontsize=10)
+        for axis, set_scale, set_label, set_lim, set_ticks in (
+                (layout["xaxis" + suffix], ax.set_xscale, ax.set_xlabel, ax.set_xlim, ax.set_xticks),
+                (layout["yaxis" + suffix], ax.set_yscale, ax.set_ylabel, ax.set_ylim, ax.set_yticks)):
+            set_scale("log" if axis.type == "log" else "linear")
+            if axis.title.text:
+                set_label(axis.title.text)
+            if axis.range and axis.type != "log":
+                set_lim(*axis.range)
+            if axis.tickvals:  # the figure's own ticks, and no others (a log axis would add minor ones)
+                set_ticks(list(axis.tickvals), list(axis.ticktext or [f"{v:g}" for v in axis.tickvals]))
+                set_ticks([], minor=True)
+    for trace in figure.data:
+        ax = axes[0 if trace.xaxis in (None, "x") else 1]
+        x = list(trace.x or [])
+        y = [math.nan if v is None else v for v in (trace.y or [])]
+        label = trace.name if trace.showlegend is not False and trace.name else None
+        if trace.type == "bar" and trace.orientation == "h":
+            ax.barh(list(trace.y or []), x, label=label)
+        elif trace.type == "bar":
+            gaps = [b - a for a, b in zip(sorted(x), sorted(x)[1:])]
+            ax.bar(x, y, width=0.8 * min(gaps) if gaps else 0.8, color=trace.marker.color, label=label)
+        else:
+            color = trace.line.color or trace.marker.color
+            lines = "-" if "lines" in (trace.mode or "lines") else ""
+            marker = _MARKERS.get(trace.marker.symbol, "o") if "markers" in (trace.mode or "") else ""
+            ax.plot(x, y, linestyle=_DASHES.get(trace.line.dash, "-") if lines else "", marker=marker,
+                    markersize=(trace.marker.size or 6) * 0.6, linewidth=(trace.line.width or 2) * 0.75,
+                    markerfacecolor="none" if (trace.marker.symbol or "").endswith("open") else None,
+                    color=color, label=label)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    buffer = io.BytesIO()
+    picture.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def _figure(left: str, right: str) -> go.FigureWidget:
