@@ -17,5 +17,16 @@ c.CourseDirectory.root = "."
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
 
+# A kernel that dies (os._exit, a crash in compiled code, killed for memory) would make nbgrader drop the whole
+# submission; this executor fails only the cell it died in and goes on in a new kernel (peftlab/tools/autograder.py).
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,  # noqa: E402
+                                    SaveAutoGrades)
+
+from peftlab.tools.autograder import ExecuteSurvivingCrashes  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [ExecuteSurvivingCrashes, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+
 # What a student finds where the solution was; a cell left so fails with a message, not a bare exception.
 c.ClearSolutions.code_stub = {"python": '# YOUR CODE HERE\nraise NotImplementedError("not written yet: replace this line with your code")'}

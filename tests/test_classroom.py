@@ -6,7 +6,11 @@ For each assignment in ``classroom/source``, in a throwaway course folder:
   failing), and each typical mistake of ``classroom/mistakes.json`` the full marks less exactly the
   points of the checks that cover it;
 - ``nbgrader generate_feedback`` writes feedback that names each mistake.
-A submission that never returns is stopped by the per-cell time limit and scores zero on that check.
+A submission that never returns is stopped by the per-cell time limit, and one whose kernel dies
+fails the cell it died in (peftlab/tools/autograder.py): each scores zero on that check, and grading
+goes on. Answers that an instructor grades by hand (assignment 6's recommendation) are left for
+them: "full marks" is every automatically graded point, and the written answer waits, marked as
+needing a manual grade.
 """
 
 from __future__ import annotations
@@ -77,8 +81,11 @@ def graded(tmp_path_factory):
             for student in students:
                 submission = gradebook.find_submission_notebook(name, name, student)
                 feedback = (course / "feedback" / student / name / f"{name}.html").read_text()
-                results[name, student] = {"grades": {g.name: g.score for g in submission.grades},
-                                          "max": {g.name: g.max_score for g in submission.grades},
+                automatic = [g for g in submission.grades if g.cell.cell_type == "code"]
+                results[name, student] = {"grades": {g.name: g.score for g in automatic},
+                                          "max": {g.name: g.max_score for g in automatic},
+                                          "by_hand": {g.name: (g.score, g.needs_manual_grade, g.max_score)
+                                                      for g in submission.grades if g.cell.cell_type == "markdown"},
                                           "feedback": html.unescape(re.sub(r"<[^>]+>", "", feedback))}
     return course, results
 
@@ -100,6 +107,20 @@ def test_the_solution_scores_full_marks_and_the_untouched_release_zero(graded, n
     assert solution["grades"] == solution["max"] and sum(solution["max"].values()) > 0
     assert set(untouched["grades"].values()) == {0.0}
     assert "not written yet" in untouched["feedback"], "an unanswered cell says so in the feedback"
+    for answer, (score, needs_manual_grade, points) in solution["by_hand"].items():
+        assert needs_manual_grade and score is None and points > 0, f"{answer}: a written answer waits for the instructor"
+    for answer, (score, needs_manual_grade, _) in untouched["by_hand"].items():
+        assert score == 0 and not needs_manual_grade, f"{answer}: left as released, it scores zero without a reader"
+
+
+def test_one_assignment_is_graded_by_hand_with_a_rubric():
+    source = json.loads((CLASSROOM / "source" / "choose_method" / "choose_method.ipynb").read_text())
+    by_hand = [c for c in source["cells"] if c["cell_type"] == "markdown" and c["metadata"]["nbgrader"]["grade"]]
+    assert by_hand and all(c["metadata"]["nbgrader"]["points"] > 0 for c in by_hand)
+    question = next(c for c in source["cells"] if c["metadata"]["nbgrader"]["grade_id"] == "write-choice")
+    points = sum(c["metadata"]["nbgrader"]["points"] for c in by_hand)
+    rubric = re.findall(r"^\d+\. ", "".join(question["source"]), flags=re.M)
+    assert len(rubric) == points, "the question lists the rubric: one line per point"
 
 
 @pytest.mark.parametrize("name, index", [(n, i) for n in ASSIGNMENTS for i in range(len(MISTAKES.get(n, [])))])
@@ -111,6 +132,7 @@ def test_a_typical_mistake_loses_exactly_the_points_of_its_check_and_is_named(gr
     assert mistake["feedback"] in result["feedback"], f"{mistake['mistake']}: the feedback does not say it"
 
 
-def test_every_assignment_has_typical_mistakes_and_one_that_never_returns():
+def test_every_assignment_has_typical_mistakes_one_that_never_returns_and_one_that_crashes():
     assert ASSIGNMENTS and all(MISTAKES.get(name) for name in ASSIGNMENTS)
     assert any("while True" in m["with"] for name in ASSIGNMENTS for m in MISTAKES[name])
+    assert any("os._exit" in m["with"] for name in ASSIGNMENTS for m in MISTAKES[name]), "and one whose kernel dies"
