@@ -84,7 +84,7 @@ def graded(tmp_path_factory):
                 automatic = [g for g in submission.grades if g.cell.cell_type == "code"]
                 results[name, student] = {"grades": {g.name: g.score for g in automatic},
                                           "max": {g.name: g.max_score for g in automatic},
-                                          "by_hand": {g.name: (g.score, g.needs_manual_grade, g.max_score)
+                                          "by_hand": {g.name: (g.manual_score, g.score, g.needs_manual_grade, g.max_score)
                                                       for g in submission.grades if g.cell.cell_type == "markdown"},
                                           "feedback": html.unescape(re.sub(r"<[^>]+>", "", feedback))}
     return course, results
@@ -107,9 +107,10 @@ def test_the_solution_scores_full_marks_and_the_untouched_release_zero(graded, n
     assert solution["grades"] == solution["max"] and sum(solution["max"].values()) > 0
     assert set(untouched["grades"].values()) == {0.0}
     assert "not written yet" in untouched["feedback"], "an unanswered cell says so in the feedback"
-    for answer, (score, needs_manual_grade, points) in solution["by_hand"].items():
-        assert needs_manual_grade and score is None and points > 0, f"{answer}: a written answer waits for the instructor"
-    for answer, (score, needs_manual_grade, _) in untouched["by_hand"].items():
+    for answer, (manual_score, _, needs_manual_grade, points) in solution["by_hand"].items():
+        assert needs_manual_grade and manual_score is None and points > 0, \
+            f"{answer}: a written answer waits for the instructor"
+    for answer, (_, score, needs_manual_grade, _) in untouched["by_hand"].items():
         assert score == 0 and not needs_manual_grade, f"{answer}: left as released, it scores zero without a reader"
 
 
