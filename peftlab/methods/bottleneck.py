@@ -161,9 +161,11 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig | None = None
         wrap_targets(model, fresh, lambda m: AdapterSlot(m, hidden), AdapterSlot, wrappable=(nn.Module,))
     targets = [(p, model.get_submodule(p)) for p, _ in targets]
     param = next(model.parameters())
-    with torch.device(param.device):  # built where the model lives: on "meta" (shapes only) nothing is allocated
+    # Initialised on the CPU by its generator, so that a seed gives the same adapter on any device, then moved
+    # where the model lives; on "meta" (shapes only) it is built there, and nothing is allocated.
+    with torch.device("meta" if param.device.type == "meta" else "cpu"):
         for _, slot in targets:
-            slot.adapters[name] = Bottleneck(hidden, config).to(dtype=param.dtype)
+            slot.adapters[name] = Bottleneck(hidden, config).to(device=param.device, dtype=param.dtype)
     configs[name] = config
     model.peftlab_adapter_configs = configs
     if activate:

@@ -79,8 +79,9 @@ class LoRALinear(Wrapper):
         self.merged = False
         like = next(base_layer.buffers(), None) if isinstance(base_layer, FrozenLinear) else base_layer.weight
         dtype = getattr(base_layer, "compute_dtype", None) or like.dtype
-        self.to(device=like.device if like is not None else None, dtype=dtype)
-        self.reset_parameters()
+        self.to(dtype=dtype)
+        self.reset_parameters()  # on the CPU, by its generator: a seed gives the same A on any device
+        self.to(device=like.device if like is not None else None)
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))

@@ -122,6 +122,7 @@ def _block_scale(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torc
 
 
 def _nearest(scaled: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    codebook = codebook.to(scaled.device)  # the codebooks are built on the CPU; the values may be on a GPU
     midpoints = (codebook[:-1] + codebook[1:]) / 2
     return torch.bucketize(scaled, midpoints)  # on a midpoint: the lower level
 
@@ -203,17 +204,18 @@ def block_scales(q: NF4Tensor) -> torch.Tensor:
 
 
 @lru_cache
-def _byte_table() -> torch.Tensor:
-    """The two levels each of the 256 possible bytes unpacks to: (high nibble, low nibble)."""
+def _byte_table(device: torch.device) -> torch.Tensor:
+    """The two levels each of the 256 possible bytes unpacks to: (high nibble, low nibble).
+    Kept once per device, so that a forward pass on a GPU does not copy it there each time."""
     byte = torch.arange(256)
-    return torch.stack([nf4_codebook()[byte >> 4], nf4_codebook()[byte & 0xF]], dim=1)
+    return torch.stack([nf4_codebook()[byte >> 4], nf4_codebook()[byte & 0xF]], dim=1).to(device)
 
 
 def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
     """Back to a tensor of the original shape and dtype: level * block absmax."""
     n = torch.Size(q.shape).numel()
     # one row lookup per byte unpacks both nibbles (index_select: the fast gather on the CPU)
-    table = _byte_table().to(q.packed.device)  # made on the CPU; a no-op there
+    table = _byte_table(q.packed.device)
     values = torch.index_select(table, 0, q.packed.view(-1).long()).view(-1)[:n]
     return _times_block_scale(values, block_scales(q), q.blocksize).reshape(q.shape).to(q.dtype)
 

@@ -1,0 +1,57 @@
+"""Every scratch method runs where the model is, whichever device it was on when the method was added
+(benchmarks/device_check.py; on an H200 its output is in the README). On a machine without CUDA the same
+checks run CPU against CPU, which still covers the order of the steps: a method added to a model, or a model
+moved after its method was added; a seed gives the same initial weights either way."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from peftlab.methods import bottleneck, lora, nf4
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("device_check", ROOT / "benchmarks" / "device_check.py")
+device_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(device_check)
+
+
+def test_every_scratch_method_on_the_cpu_whichever_order(capsys):
+    assert device_check.main(["--device", "cpu"]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_every_scratch_method_on_cuda(capsys):
+    assert device_check.main(["--device", "cuda"]) == 0, capsys.readouterr().out
+
+
+def test_lora_draws_its_start_from_the_cpu_generator_whatever_the_device():
+    """A is drawn by the CPU's generator, then moved: so a seed gives the same A on any device. Seen from the
+    CPU: building LoRA on a "meta" base advances the CPU generator exactly as building it on a CPU base does."""
+    def next_draw_after_lora(device):
+        base = torch.nn.Linear(16, 8, device=device)
+        torch.manual_seed(0)
+        layer = lora.LoRALinear(base, lora.LoraConfig(r=4))
+        assert layer.lora_A.weight.device.type == device
+        return torch.rand(1).item()
+
+    assert next_draw_after_lora("meta") == next_draw_after_lora("cpu")
+
+
+def test_nf4_quantizes_values_on_any_device_with_its_cpu_codebooks():
+    x = torch.randn(4, 64)
+    q = nf4.quantize_nf4(x, double_quant=True)
+    assert torch.equal(nf4.dequantize_nf4(q), nf4.dequantize_nf4(nf4.quantize_nf4(x.clone(), double_quant=True)))
+    assert nf4._byte_table(torch.device("cpu")) is nf4._byte_table(torch.device("cpu")), "one table per device, kept"
+
+
+def test_adapters_on_a_meta_model_allocate_nothing():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=100)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    bottleneck.add_adapter(model, "task")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
