@@ -211,13 +211,35 @@ def _byte_table(device: torch.device) -> torch.Tensor:
     return torch.stack([nf4_codebook()[byte >> 4], nf4_codebook()[byte & 0xF]], dim=1).to(device)
 
 
+def _unpack(packed: torch.Tensor, scales: torch.Tensor, table: torch.Tensor, blocksize: int, n: int,
+            dtype: torch.dtype) -> torch.Tensor:
+    # one row lookup per byte unpacks both nibbles (index_select: the fast gather on the CPU), then the block scales
+    values = torch.index_select(table, 0, packed.view(-1).int()).view(-1)[:n]
+    return _times_block_scale(values, scales, blocksize).to(dtype)
+
+
 def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
     """Back to a tensor of the original shape and dtype: level * block absmax."""
-    n = torch.Size(q.shape).numel()
-    # one row lookup per byte unpacks both nibbles (index_select: the fast gather on the CPU)
-    table = _byte_table(q.packed.device)
-    values = torch.index_select(table, 0, q.packed.view(-1).long()).view(-1)[:n]
-    return _times_block_scale(values, block_scales(q), q.blocksize).reshape(q.shape).to(q.dtype)
+    values = _unpack(q.packed, block_scales(q), _byte_table(q.packed.device), q.blocksize,
+                     torch.Size(q.shape).numel(), q.dtype)
+    return values.reshape(q.shape)
+
+
+class _NF4Linear(torch.autograd.Function):
+    """``x @ W.T + b`` with ``W`` dequantized in the forward pass and dequantized again in the backward pass.
+    Autograd would otherwise keep the dequantized 16-bit weight of every layer until the backward pass: as
+    much memory as the 16-bit model that quantizing saved. (bitsandbytes' ``MatMul4Bit`` does the same.)
+    The weight is frozen, so the backward pass only needs the gradient of the input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: "NF4Linear", bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.layer = layer
+        return nn.functional.linear(x, layer.dequantized_weight().to(x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        weight = ctx.layer.dequantized_weight().to(grad_output.dtype)
+        return grad_output @ weight, None, None
 
 
 class NF4Linear(FrozenLinear):
@@ -258,9 +280,8 @@ class NF4Linear(FrozenLinear):
         return dequantize_nf4(self._sync())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.dequantized_weight().to(self.compute_dtype)
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return nn.functional.linear(x.to(self.compute_dtype), weight, bias).to(x.dtype)
+        return _NF4Linear.apply(x.to(self.compute_dtype), self, bias).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
