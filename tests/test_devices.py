@@ -55,3 +55,4 @@ def test_adapters_on_a_meta_model_allocate_nothing():
         model = LlamaForCausalLM(config)
     bottleneck.add_adapter(model, "task")
     assert {p.device.type for p in model.parameters()} == {"meta"}
+

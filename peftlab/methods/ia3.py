@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
+from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
 from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, forget, freeze_except, matches,
                                  required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
@@ -147,7 +147,7 @@ def save_ia3(model: nn.Module, out_dir: str | Path) -> Path:
     layers = ia3_layers(model)
     if any(layer.folded for _, layer in layers):
         raise ValueError("IA3 is folded into the weights; save before folding")
-    peft_config = {"peft_type": "IA3", "task_type": "CAUSAL_LM", "target_modules": list(config.target_modules),
+    peft_config = {"peft_type": "IA3", "task_type": peft_task_type(model), "target_modules": list(config.target_modules),
                    "feedforward_modules": list(config.feedforward_modules), "fan_in_fan_out": False,
                    "init_ia3_weights": True, "modules_to_save": None, "inference_mode": True,
                    "base_model_name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None) or None}

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
+from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
 from peftlab.core.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
                                  forget, freeze_except, required_wrappers, unwrap, wrap_targets, wrappers_disabled)
 
@@ -203,11 +203,12 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = None) -> dict:
-    """The adapter_config.json that peft's LoraConfig reads."""
+def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = None,
+                     task_type: str | None = "CAUSAL_LM") -> dict:
+    """The adapter_config.json that peft's LoraConfig reads (``task_type``: see ``peft_task_type``)."""
     return {
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": task_type,
         "base_model_name_or_path": base_model_name_or_path,
         "r": config.r,
         "lora_alpha": config.alpha,
@@ -234,7 +235,7 @@ def save_lora(model: nn.Module, out_dir: str | Path, base_model_name_or_path: st
     if any(layer.merged for _, layer in lora_layers(model)):
         raise ValueError("LoRA is merged into the base weights; unmerge_lora(model) before saving the adapter")
     base = base_model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    return save_folder(out_dir, peft_config_dict(config, base), lora_state_dict(model))
+    return save_folder(out_dir, peft_config_dict(config, base, peft_task_type(model)), lora_state_dict(model))
 
 
 UNSUPPORTED_PEFT_OPTIONS = {  # peft options this from-scratch LoRA does not implement, and their neutral value

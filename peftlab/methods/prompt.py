@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.core.checkpoint import check_tensors, load_folder, save_folder
+from peftlab.core.checkpoint import check_tensors, load_folder, peft_task_type, save_folder
 from peftlab.core.inject import (Wrapper, count_parameters, find_targets, forget, freeze_except, unwrap, wrap_targets,
                                  wrappers_disabled)
 
@@ -204,7 +204,7 @@ def nearest_tokens(model: nn.Module, tokenizer, k: int = 1) -> list[list[tuple[s
 
 def save_prompt(model: nn.Module, out_dir: str | Path) -> Path:
     layer = soft_prompt_layer(model)
-    peft_config = {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM",
+    peft_config = {"peft_type": "PROMPT_TUNING", "task_type": peft_task_type(model),
                    "num_virtual_tokens": layer.num_virtual_tokens, "token_dim": layer.prompt.shape[1],
                    "num_transformer_submodules": 1, "num_attention_heads": model.config.num_attention_heads,
                    "num_layers": model.config.num_hidden_layers, "prompt_tuning_init": "RANDOM",
