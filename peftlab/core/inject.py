@@ -55,6 +55,21 @@ class FrozenLinear(nn.Module):
 
 LINEAR_TYPES = (nn.Linear, FrozenLinear)
 
+
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's ``Conv1D`` (transformers.pytorch_utils): a linear layer computing ``x @ W + b`` with its weight
+    stored transposed, as (d_in, d_out). Recognised by name, so that this file needs no transformers import."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def linear_dims(module: nn.Module) -> tuple[int, int]:
+    """(d_in, d_out) of a linear layer: ``nn.Linear`` and ``FrozenLinear`` name them; ``Conv1D`` stores them
+    in its weight's shape."""
+    if is_conv1d(module):
+        d_in, d_out = module.weight.shape
+        return d_in, d_out
+    return module.in_features, module.out_features
+
 # Every linear layer of a Llama-style block, by the names Llama-3, Mistral and Qwen use.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

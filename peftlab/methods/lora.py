@@ -28,7 +28,8 @@ from torch import nn
 
 from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
 from peftlab.core.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
-                                 forget, freeze_except, required_wrappers, unwrap, wrap_targets, wrappers_disabled)
+                                 forget, freeze_except, is_conv1d, linear_dims, required_wrappers, unwrap, wrap_targets,
+                                 wrappers_disabled)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class LoraConfig:
 
 def check_rank(r: int, layer: nn.Linear | FrozenLinear, path: str = "this layer") -> None:
     """A rank above min(d_in, d_out) adds parameters without adding expressive power: refuse it."""
-    d_in, d_out = layer.in_features, layer.out_features
+    d_in, d_out = linear_dims(layer)
     if r > min(d_in, d_out):
         raise ValueError(f"LoRA rank r={r} is larger than {path} ({d_out}x{d_in}) allows: a rank above "
                          f"min(d_in, d_out) adds parameters without adding expressive power; use r <= {min(d_in, d_out)}")
@@ -70,7 +71,8 @@ class LoRALinear(Wrapper):
     def __init__(self, base_layer: nn.Linear | FrozenLinear, config: LoraConfig):
         super().__init__()
         check_rank(config.r, base_layer)
-        d_in, d_out = base_layer.in_features, base_layer.out_features
+        d_in, d_out = linear_dims(base_layer)
+        self.fan_in_fan_out = is_conv1d(base_layer)  # GPT-2's Conv1D stores its weight as (d_in, d_out)
         self.base_layer = base_layer
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.lora_A = nn.Linear(d_in, config.r, bias=False)
@@ -103,6 +105,7 @@ class LoRALinear(Wrapper):
         if isinstance(self.base_layer, FrozenLinear):  # e.g. NF4: dequantize, add, requantize (lossy)
             self.base_layer.merge_delta(delta)
         else:
+            delta = delta.T if self.fan_in_fan_out else delta  # B A is (d_out, d_in); a Conv1D weight is transposed
             self.base_layer.weight += delta.to(self.base_layer.weight.dtype)
 
     def merge(self) -> None:
@@ -132,9 +135,10 @@ def add_lora(model: nn.Module, config: LoraConfig | None = None) -> dict:
     config = config if config is not None else LoraConfig()
     targets = find_targets(model, config.target_modules)
     for path, module in targets:  # validate the rank on every target before changing anything
-        if isinstance(module, LINEAR_TYPES):
+        if isinstance(module, LINEAR_TYPES) or is_conv1d(module):
             check_rank(config.r, module, path)
-    paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config), LoRALinear)
+    conv1d = tuple({type(m) for _, m in targets if is_conv1d(m)})  # GPT-2's linear layers, wrapped like nn.Linear
+    paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config), LoRALinear, wrappable=LINEAR_TYPES + conv1d)
     model.peftlab_lora_config = config
     freeze_except(model, lambda name: ".lora_A." in name or ".lora_B." in name)
     return {"wrapped": paths, **count_parameters(model)}
@@ -204,8 +208,9 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = None,
-                     task_type: str | None = "CAUSAL_LM") -> dict:
-    """The adapter_config.json that peft's LoraConfig reads (``task_type``: see ``peft_task_type``)."""
+                     task_type: str | None = "CAUSAL_LM", fan_in_fan_out: bool = False) -> dict:
+    """The adapter_config.json that peft's LoraConfig reads (``task_type``: see ``peft_task_type``;
+    ``fan_in_fan_out``: the adapted layers store their weights transposed, as GPT-2's Conv1D does)."""
     return {
         "peft_type": "LORA",
         "task_type": task_type,
@@ -216,7 +221,7 @@ def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = N
         "target_modules": list(config.target_modules),
         "use_rslora": config.use_rslora,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": fan_in_fan_out,
         "init_lora_weights": True,
         "use_dora": False,
         "modules_to_save": None,
@@ -235,11 +240,12 @@ def save_lora(model: nn.Module, out_dir: str | Path, base_model_name_or_path: st
     if any(layer.merged for _, layer in lora_layers(model)):
         raise ValueError("LoRA is merged into the base weights; unmerge_lora(model) before saving the adapter")
     base = base_model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    return save_folder(out_dir, peft_config_dict(config, base, peft_task_type(model)), lora_state_dict(model))
+    transposed = any(layer.fan_in_fan_out for _, layer in lora_layers(model))
+    return save_folder(out_dir, peft_config_dict(config, base, peft_task_type(model), transposed), lora_state_dict(model))
 
 
 UNSUPPORTED_PEFT_OPTIONS = {  # peft options this from-scratch LoRA does not implement, and their neutral value
-    "use_dora": False, "bias": "none", "fan_in_fan_out": False, "modules_to_save": None,
+    "use_dora": False, "bias": "none", "modules_to_save": None,
     "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},
 }
 
@@ -274,11 +280,17 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
     targets = dict(find_targets(model, config.target_modules))
     expected = {}
     for path, module in targets.items():
-        if not isinstance(module, LINEAR_TYPES):
+        if not (isinstance(module, LINEAR_TYPES) or is_conv1d(module)):
             raise InjectionError(f"{path} is a {type(module).__name__}; LoRA can only be loaded onto linear layers "
                                  "of a fresh base model")
-        expected[f"{PEFT_PREFIX}{path}.lora_A.weight"] = (config.r, module.in_features)
-        expected[f"{PEFT_PREFIX}{path}.lora_B.weight"] = (module.out_features, config.r)
+        d_in, d_out = linear_dims(module)
+        expected[f"{PEFT_PREFIX}{path}.lora_A.weight"] = (config.r, d_in)
+        expected[f"{PEFT_PREFIX}{path}.lora_B.weight"] = (d_out, config.r)
+    transposed = {path for path, module in targets.items() if is_conv1d(module)}
+    if bool(raw_config.get("fan_in_fan_out", False)) != bool(transposed) or transposed not in (set(), set(targets)):
+        raise ValueError(f"the adapter in {adapter_dir} says fan_in_fan_out={raw_config.get('fan_in_fan_out', False)}, "
+                         f"but of its {len(targets)} target layers {len(transposed)} store their weight transposed "
+                         "(GPT-2's Conv1D): it was saved for another kind of model")
     tensors = {_strip_adapter_name(k): v for k, v in tensors.items()}
     check_tensors(expected, tensors, f"adapter in {adapter_dir}")
     report = add_lora(model, config)
