@@ -91,15 +91,10 @@ def main():
                 "bnb + peft QLoRA": lambda: build(args.size, "QLoRA"),
                 "scratch QLoRA": lambda: scratch(args.size, "QLoRA")}
     names = args.variants or list(builders)
-
-    def run(name, runner):
-        runner.step()
-
     peaks, runners = {}, {}
     for name in names:  # peak memory, one variant at a time, the others already built held aside
         gc.collect()
         torch.cuda.empty_cache()
-        before = torch.cuda.memory_allocated()
         model = builders[name]()
         own = tensor_bytes(model)
         runner = Runner(model, args.seq, args.batch)
@@ -107,20 +102,19 @@ def main():
         held = torch.cuda.memory_allocated() - own
         torch.cuda.reset_peak_memory_stats()
         for _ in range(2):  # the first step also creates the optimizer states
-            run(name, runner)
+            runner.step()
         torch.cuda.synchronize()
         peaks[name] = torch.cuda.max_memory_allocated() - held
         runners[name] = runner
         print(f"built {name}: peak {peaks[name] / 2**30:.2f} GiB (weights and buffers {own / 2**30:.2f} GiB)", flush=True)
-        del before
     times = {name: [] for name in names}
     for _ in range(args.rounds):
         for name in names:
-            run(name, runners[name])  # one untimed step after switching models
+            runners[name].step()  # one untimed step after switching models
             torch.cuda.synchronize()
             start = time.perf_counter()
             for _ in range(args.steps):
-                run(name, runners[name])
+                runners[name].step()
             torch.cuda.synchronize()
             times[name].append((time.perf_counter() - start) / args.steps)
     step = {name: statistics.median(t) for name, t in times.items()}
