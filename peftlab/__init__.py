@@ -7,7 +7,8 @@ The package in layers, each using only the ones above it:
 - ``peftlab.core``        shared machinery: find, wrap, switch off and freeze target modules; save and load
 - ``peftlab.methods``     the PEFT methods from scratch, one file each (LoRA, adapters, prompt tuning, IA3, NF4, QLoRA, hybrids)
 - ``peftlab.course``      the course's plumbing: its data, base model, tasks, training loop and timing
-- ``peftlab.production``  the same recipes through peft, AdapterHub and bitsandbytes (the only importer of those)
+- ``peftlab.production``  the same recipes through peft, AdapterHub and bitsandbytes (the only importer of those),
+                          and the training recipe on transformers' Trainer that scales out (``finetune``)
 - ``peftlab.tools``       built on all of it: experiments in one call, the memory calculator, the explorers
                           (the only module that draws) and the command line
 

@@ -1,7 +1,7 @@
 """The package's import rules, read from every import statement (module level or inside a function):
 
 1. the from-scratch code (``peftlab/core``, ``peftlab/methods``) never imports the production
-   libraries (peft, AdapterHub ``adapters``, bitsandbytes); in the package only ``production.py`` does;
+   libraries (peft, AdapterHub ``adapters``, bitsandbytes); in the package only ``peftlab/production/`` does;
 2. only ``peftlab/tools/widgets.py`` draws (ipywidgets, plotly), so computations run without a screen;
 3. the package never imports from ``notebooks/``, nor the scripts that build ``data/`` (``data/make/``);
 
@@ -54,7 +54,7 @@ def layer_of(path: Path) -> str | None:
 def test_every_package_file_sits_in_a_layer():
     def placed(path: Path) -> bool:
         if path.parent == PACKAGE:
-            return path.name in ("__init__.py", "__main__.py", "production.py")
+            return path.name in ("__init__.py", "__main__.py")
         return layer_of(path) is not None
 
     stray = [str(p.relative_to(ROOT)) for p in package_files() if not placed(p)]
@@ -66,8 +66,8 @@ def test_from_scratch_code_never_imports_the_production_libraries():
     assert len(scratch) >= 10
     for path in package_files():
         found = roots(imported_modules(path)) & PRODUCTION_LIBRARIES
-        if path.name != "production.py":
-            assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}: only peftlab/production.py may"
+        if layer_of(path) != "production":
+            assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}: only peftlab/production/ may"
 
 
 def test_only_the_widgets_module_draws():

@@ -5,13 +5,19 @@
     peftlab memory --model Llama-3.1-8B --method QLoRA --recipe "peft QLoRA" --optimizer "torch AdamW" --seq 4096
     peftlab memory --layers 32 --hidden 4096 --intermediate 11008 --heads 32 --kv-heads 32 --vocab 32000 --method "full fine-tuning"
 
-(also ``python -m peftlab memory ...``). Estimates come from ``peftlab.tools.memory.training_memory``.
+    peftlab finetune --data addition --output runs/addition
+    peftlab finetune --data my.jsonl --model path/to/model --method qlora --steps 1000 --lr 2e-4 --output runs/mine
+    accelerate launch --multi_gpu --num_processes 2 -m peftlab finetune --data addition --output runs/addition
+
+(also ``python -m peftlab ...``). Estimates come from ``peftlab.tools.memory.training_memory``; training
+from ``peftlab.production.finetune``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,9 +73,49 @@ def memory_report(args) -> str:
     return "\n".join(lines)
 
 
+def finetune_config(args):
+    from peftlab.production.finetune import FinetuneConfig
+
+    return FinetuneConfig(data=args.data, output_dir=args.output, model=args.model, method=args.method,
+                          prompt_column=args.prompt_column, answer_column=args.answer_column, r=args.r,
+                          alpha=args.alpha, dropout=args.dropout, target_modules=tuple(args.targets), steps=args.steps,
+                          lr=args.lr, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
+                          warmup_steps=args.warmup, seed=args.seed, gradient_checkpointing=args.gradient_checkpointing,
+                          dtype=args.dtype, progress=not args.no_progress)
+
+
+def add_finetune_arguments(parser) -> None:
+    from peftlab.production.finetune import FinetuneConfig, METHODS
+
+    default = FinetuneConfig()
+    parser.add_argument("--data", required=True,
+                        help="a course task (addition, sentiment, reverse) or a .jsonl / .csv file of prompts and answers")
+    parser.add_argument("--output", required=True, help="folder for the adapter (peft's format) and finetune.json")
+    parser.add_argument("--model", help="a local model folder or a hub id (default: the course's bundled model)")
+    parser.add_argument("--method", default=default.method, choices=METHODS)
+    parser.add_argument("--prompt-column", default=default.prompt_column)
+    parser.add_argument("--answer-column", default=default.answer_column)
+    parser.add_argument("--r", type=int, default=default.r, help="LoRA rank")
+    parser.add_argument("--alpha", type=float, default=default.alpha, help="LoRA alpha (the update is scaled by alpha/r)")
+    parser.add_argument("--dropout", type=float, default=default.dropout)
+    parser.add_argument("--targets", nargs="+", default=list(default.target_modules), help="LoRA target modules")
+    parser.add_argument("--steps", type=int, default=default.steps, help="optimizer steps")
+    parser.add_argument("--lr", type=float, default=default.lr)
+    parser.add_argument("--batch-size", type=int, default=default.batch_size, help="examples per process and step")
+    parser.add_argument("--accumulate", type=int, default=default.gradient_accumulation_steps,
+                        help="gradient accumulation steps")
+    parser.add_argument("--warmup", type=int, default=default.warmup_steps)
+    parser.add_argument("--seed", type=int, default=default.seed)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--dtype", default=default.dtype, choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peftlab")
     commands = parser.add_subparsers(dest="command", required=True)
+    tune = commands.add_parser("finetune", help="train a LoRA or QLoRA adapter with transformers' Trainer + peft")
+    add_finetune_arguments(tune)
     mem = commands.add_parser("memory", help="estimate peak GPU memory of training a decoder model")
     mem.add_argument("--model", choices=list(memory.KNOWN_SHAPES))
     mem.add_argument("--config", help="a transformers config.json (Llama-style decoder)")
@@ -90,11 +136,27 @@ def main(argv: list[str] | None = None) -> int:
     mem.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
     mem.add_argument("--gpu", type=float, nargs="*", default=list(memory.GPUS_GB), help="GPU sizes in GB to check")
     args = parser.parse_args(argv)
+    if args.command == "finetune":
+        return run_finetune(args)
     try:
         print(memory_report(args))
     except ValueError as error:
         print(f"peftlab memory: error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def run_finetune(args) -> int:
+    from peftlab.production.finetune import finetune
+
+    try:
+        summary = finetune(finetune_config(args))
+    except (ValueError, FileNotFoundError) as error:  # bad input: one line that says what is wrong, no traceback
+        print(f"peftlab finetune: error: {error}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained {summary['config']['steps']} steps on {summary['processes']} process(es), global batch "
+              f"{summary['global_batch']}: mean loss {summary['train_loss']:.4f}; adapter in {args.output}")
     return 0
 
 

@@ -4,7 +4,9 @@
     model = apply_lora(model, LoraConfig(r=8), backend="peft")      # huggingface peft
 
 Both take peftlab's config and give a model that ``peftlab.course.train`` trains the same way.
-This is the only module of the package that imports the production libraries.
+``peftlab.production.finetune`` is the recipe a learner runs next: transformers' ``Trainer`` + peft on
+their own model and data, on one process or several (``peftlab finetune``).
+This package is the only part of peftlab that imports the production libraries.
 """
 
 from __future__ import annotations

@@ -1,0 +1,223 @@
+"""The production training recipe: transformers' ``Trainer`` + peft, data through 🤗 ``datasets``.
+
+The course trains with its own short loop (``peftlab.course.train``), written to be read. This is
+what a learner runs next, on their own model and data. The same code runs
+
+- on the CPU or one GPU:                ``peftlab finetune --data addition --output runs/addition``
+- on several GPUs or processes (data parallel; every process holds the model and takes its own
+  share of each global batch, gradients are averaged):
+                                        ``accelerate launch --multi_gpu --num_processes 2 -m peftlab finetune ...``
+
+(``--multi_gpu`` is accelerate's name for "launch N processes with torchrun"; on a machine without
+a GPU the processes run on the CPU and talk over gloo, which is how CI checks this recipe.)
+
+A global batch is ``batch_size x gradient_accumulation_steps x processes`` examples. The loss is
+averaged over the answer tokens of the whole global batch (``average_tokens_across_devices``),
+so two processes with batch 4 train exactly as one process with batch 8 (tests/test_finetune.py).
+
+Data: a course task by name (``addition``, ``sentiment``, ``reverse``) or a JSONL/CSV file with a
+prompt column and an answer column. The model learns to write the answer after the prompt, as in
+the course: the loss counts only the answer tokens and the end-of-text after them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from peftlab.core.inject import ALL_LINEAR
+from peftlab.course.data import data_path
+from peftlab.course.tasks import TASK_NAMES, encode_example
+from peftlab.course.train import pad_batch
+
+METHODS = ("lora", "qlora")
+DATA_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+@dataclass
+class FinetuneConfig:
+    data: str = "addition"                # a course task's name, or a .jsonl / .csv file
+    output_dir: str = "finetuned"         # the adapter (peft's format), the tokenizer and finetune.json
+    model: str | None = None              # None: the course's bundled base model; else a hub id or a local folder
+    method: str = "lora"                  # "lora", or "qlora": the frozen weights in NF4 through bitsandbytes
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ALL_LINEAR  # the QLoRA paper's advice: every linear layer
+    steps: int = 300                      # optimizer steps (each one global batch)
+    lr: float = 3e-3                      # right for this small model's LoRA; a 7B model wants about 1e-4 to 2e-4
+    batch_size: int = 8                   # per process and per accumulation step
+    gradient_accumulation_steps: int = 1
+    warmup_steps: int = 20
+    seed: int = 0
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, about 1/3 more time
+    dtype: str = "auto"                   # "auto": bfloat16 on a GPU that has it, else float32
+    progress: bool = True                 # Trainer's tqdm bar (tqdm.auto)
+    extra: dict = field(default_factory=dict)  # more transformers.TrainingArguments, by name
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; the recipe trains one of {METHODS}")
+        if isinstance(self.target_modules, str):
+            self.target_modules = (self.target_modules,)
+        self.target_modules = tuple(self.target_modules)
+        for name in ("steps", "batch_size", "gradient_accumulation_steps", "r"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data
+
+
+def data_file(data: str) -> Path:
+    """The file behind ``--data``: a course task's training split, or the user's own file."""
+    if data in TASK_NAMES:
+        return data_path("tasks", data, "train.jsonl")
+    path = Path(data)
+    if not path.exists():
+        raise FileNotFoundError(f"--data {data!r} is neither a course task ({', '.join(TASK_NAMES)}) nor an existing file")
+    if path.suffix.lower() not in DATA_FORMATS:
+        raise ValueError(f"{path}: unknown format {path.suffix!r}; give a .jsonl (one JSON object a line) or .csv file")
+    return path
+
+
+def load_examples(config: FinetuneConfig):
+    """The training data as a ``datasets.Dataset`` of ``prompt`` and ``answer`` strings, checked."""
+    import datasets
+
+    path = data_file(config.data)
+    if not path.read_text().strip():
+        raise ValueError(f"{path} is empty: it needs one example a line, each with {config.prompt_column!r} and "
+                         f"{config.answer_column!r}")
+    table = datasets.load_dataset(DATA_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+    missing = [c for c in (config.prompt_column, config.answer_column) if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {table.column_names}. "
+                         "Name yours with --prompt-column and --answer-column")
+    if len(table) == 0:
+        raise ValueError(f"{path} has a header but no examples")
+    # a CSV reader turns "58" into the number 58; the model reads text
+    return table.map(lambda row: {"prompt": str(row[config.prompt_column]), "answer": str(row[config.answer_column])},
+                     remove_columns=table.column_names, keep_in_memory=True)
+
+
+class AnswerCollator:
+    """Tokenize prompt + answer + end-of-text and pad a batch, labels on the answer only (the course's ``collate``)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        return pad_batch([encode_example(self.tokenizer, row) for row in rows], self.tokenizer.pad_token_id)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model
+
+
+def _dtype(config: FinetuneConfig) -> torch.dtype:
+    if config.dtype != "auto":
+        return getattr(torch, config.dtype)
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def load_model(config: FinetuneConfig):
+    """``(model, tokenizer)``: the base model with peft's LoRA (over NF4 weights for QLoRA), ready to train."""
+    import peft
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
+
+    name = str(data_path("base")) if config.model is None else config.model
+    local = Path(name).exists()
+    if not local and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        raise ValueError(f"--model {name!r} is not a local folder, and the hub is switched off (HF_HUB_OFFLINE="
+                         f"{os.environ['HF_HUB_OFFLINE']}); give the folder of a downloaded model, or go online")
+    dtype = _dtype(config)
+    kwargs = {"dtype": dtype, "local_files_only": local}
+    if config.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": _local_rank()}  # each process quantizes its own copy on its own GPU
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except OSError as error:  # no such hub id, no network, or a folder that is not a model
+        raise ValueError(f"--model {name!r} could not be loaded: {error}".splitlines()[0]) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.method == "qlora":
+        from peftlab.production import avoid_bitsandbytes_cpu_eval_trap
+
+        avoid_bitsandbytes_cpu_eval_trap(model)
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry a gradient through the recompute
+    set_seed(config.seed)  # the LoRA matrices start the same in every process and every run
+    lora = peft.LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                           target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, lora), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training
+
+
+def training_arguments(config: FinetuneConfig):
+    from transformers import TrainingArguments
+
+    on_gpu = torch.cuda.is_available()
+    arguments = dict(
+        output_dir=config.output_dir, max_steps=config.steps, learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps, lr_scheduler_type="constant_with_warmup", weight_decay=0.0,
+        seed=config.seed, data_seed=config.seed,
+        average_tokens_across_devices=True,   # the loss is a mean over the whole global batch's answer tokens
+        save_strategy="no", report_to=[], logging_steps=max(1, config.steps // 10), disable_tqdm=not config.progress,
+        use_cpu=not on_gpu, bf16=on_gpu and _dtype(config) == torch.bfloat16,
+        gradient_checkpointing=False,         # switched on (or not) in load_model, the one place that knows the method
+        remove_unused_columns=False, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,     # every LoRA matrix gets a gradient at every step
+    )
+    arguments.update(config.extra)
+    return TrainingArguments(**arguments)
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Train, save the adapter in peft's format (rank 0 only) and return a summary.
+
+    Saved in ``output_dir``: ``adapter_model.safetensors`` + ``adapter_config.json`` (peft loads them:
+    ``PeftModel.from_pretrained(base, output_dir)``), the tokenizer, and ``finetune.json`` (this
+    config, the number of processes, and the loss logged along the way).
+    """
+    from transformers import Trainer
+
+    args = training_arguments(config)  # first: it sets up the processes (torch.distributed) when launched in several
+    with args.main_process_first():    # the first process reads and caches the data; the others then read its cache
+        examples = load_examples(config)
+    model, tokenizer = load_model(config)
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(tokenizer))
+    result = trainer.train()
+    summary = {"config": asdict(config), "processes": args.world_size,
+               "global_batch": config.batch_size * config.gradient_accumulation_steps * args.world_size,
+               "train_loss": result.training_loss,
+               "log": [row for row in trainer.state.log_history if "loss" in row]}
+    trainer.save_model(config.output_dir)  # Trainer writes from the main process only (args.should_save)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(config.output_dir)
+        Path(config.output_dir, "finetune.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

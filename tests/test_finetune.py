@@ -1,0 +1,154 @@
+"""The production recipe (peftlab.production.finetune, ``peftlab finetune``): Trainer + peft + datasets.
+
+The two-process run is real: ``accelerate launch`` starts two training processes on the CPU (gloo),
+each with half of every global batch. Its adapter must equal that of one process with the whole
+batch, and of one process accumulating two half batches; only rank 0 may write files.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import peft
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peftlab.course.model import load_base
+from peftlab.course.tasks import load_task
+from peftlab.course.train import collate
+from peftlab.methods import lora
+from peftlab.production.finetune import FinetuneConfig, load_examples
+from peftlab.tools.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = Path(sys.executable)
+STEPS = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _uneven_answers(folder: Path) -> Path:
+    """A user's JSONL whose answers differ in length (1 to 3 words of the reverse task's), so that averaging the loss
+    per process instead of over the global batch's tokens would show (the course's tasks have nearly even answers)."""
+    rows = [{"prompt": ex["prompt"], "answer": " " + " ".join(ex["answer"].split()[: 1 + i % 3])}
+            for i, ex in enumerate(load_task("reverse", limit=400))]
+    path = folder / "uneven.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _run(args: list[str], out: Path, audit: Path, launcher: list[str]) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "write_audit"), str(ROOT)]),
+           "PEFTLAB_WRITE_AUDIT": str(audit)}
+    audit.mkdir()
+    command = launcher + ["-m", "peftlab", "finetune", "--data", str(out.parent / "uneven.jsonl"), "--output", str(out), "--steps", str(STEPS),
+                          "--no-progress"] + args
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=out.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _writes(audit: Path) -> tuple[set[str], dict[str, set[str]]]:
+    """The ranks that started, and the files each rank wrote."""
+    started, written = set(), {}
+    for record in audit.glob("writes-*.txt"):
+        for line in record.read_text().splitlines():
+            kind, rank, *path = line.split(" ", 2)
+            if kind == "start":
+                started.add(rank)
+            else:
+                written.setdefault(rank, set()).add(path[0])
+    return started, written
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same 6 steps of global batch 8 (uneven answers) three ways: two processes x 4, one x 8, one x 4 x 2 accumulated."""
+    base = tmp_path_factory.mktemp("finetune")
+    _uneven_answers(base)
+    accelerate = [str(PYTHON.parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                  "--main_process_port", str(_free_port())]
+    _run(["--batch-size", "4"], base / "two", base / "audit-two", accelerate)
+    _run(["--batch-size", "8"], base / "one", base / "audit-one", [str(PYTHON)])
+    _run(["--batch-size", "4", "--accumulate", "2"], base / "accumulated", base / "audit-accumulated", [str(PYTHON)])
+    return base
+
+
+def test_two_processes_train_the_adapter_one_process_trains_on_the_same_global_batch(runs):
+    two = load_file(runs / "two" / "adapter_model.safetensors")
+    summary = json.loads((runs / "two" / "finetune.json").read_text())
+    assert summary["processes"] == 2 and summary["global_batch"] == 8 and len(summary["log"]) == STEPS
+    for other in ("one", "accumulated"):
+        theirs = load_file(runs / other / "adapter_model.safetensors")
+        assert json.loads((runs / other / "finetune.json").read_text())["global_batch"] == 8
+        assert two.keys() == theirs.keys() and len(two) == 2 * 7 * 4  # A and B, 7 linear layers, 4 blocks
+        moved = max(float(t.abs().max()) for k, t in theirs.items() if "lora_B" in k)
+        assert moved > 1e-3, "the adapter did not train: B is still zero"
+        for key in two:
+            assert torch.allclose(two[key], theirs[key], atol=1e-5, rtol=1e-4), f"{other}: {key} differs"
+
+
+def test_only_rank_0_writes_files(runs):
+    """Each process may write scratch files (locks of the datasets cache, temporary files); into the output folder
+    only rank 0 writes, and it wrote every file there."""
+    out = (runs / "two").resolve()
+    started, written = _writes(runs / "audit-two")
+    assert {"0", "1"} <= started, f"both training processes should have run; started: {sorted(started)}"
+    inside = {rank: {p for p in paths if Path(p).resolve().parent == out} for rank, paths in written.items()}
+    assert not inside.get("1"), f"rank 1 wrote {sorted(inside['1'])}"
+    files = {str(p.resolve()) for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "finetune.json"} <= {Path(f).name for f in files}
+    assert files == inside["0"], "every saved file was written by rank 0"
+
+
+def test_the_recipes_adapter_loads_in_peft_and_in_the_course_lora(runs):
+    """What Trainer + peft saved computes the same through peft and through the course's scratch LoRA."""
+    examples = load_task("reverse", "validation", limit=8)
+    base, tokenizer = load_base()
+    batch = collate(tokenizer, examples)
+    with torch.no_grad():
+        through_peft = peft.PeftModel.from_pretrained(base, runs / "two").eval()(input_ids=batch["input_ids"]).logits
+        scratch, _ = load_base()
+        lora.load_lora(scratch, runs / "two")
+        through_scratch = scratch(input_ids=batch["input_ids"]).logits
+        plain, _ = load_base()
+        assert not torch.allclose(plain(input_ids=batch["input_ids"]).logits, through_peft, atol=1e-4)
+    assert torch.allclose(through_scratch, through_peft, atol=1e-5)
+
+
+def _fail(capsys, *args) -> str:
+    assert main(["finetune", "--steps", "1", "--no-progress", *args]) == 2
+    return capsys.readouterr().err
+
+
+def test_bad_input_gets_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = str(tmp_path / "out")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"question": "1+1=", "answer": "2"}) + "\n")
+    error = _fail(capsys, "--data", str(rows), "--output", out)
+    assert "no column 'prompt'" in error and "['question', 'answer']" in error and "--prompt-column" in error
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert "is empty" in _fail(capsys, "--data", str(empty), "--output", out)
+    assert "neither a course task" in _fail(capsys, "--data", "additon", "--output", out)
+    error = _fail(capsys, "--data", "addition", "--output", out, "--model", "someone/no-such-model")
+    assert "'someone/no-such-model' is not a local folder" in error and "HF_HUB_OFFLINE" in error
+    assert not Path(out).exists(), "nothing is written for a run that could not start"
+
+
+def test_a_csv_with_other_column_names_reads_as_text(tmp_path):
+    table = tmp_path / "sums.csv"
+    table.write_text("question,result\n41+17=,58\n2+2=,4\n")
+    rows = load_examples(FinetuneConfig(data=str(table), prompt_column="question", answer_column="result"))
+    assert rows.column_names == ["prompt", "answer"]
+    assert [rows[0]["prompt"], rows[0]["answer"]] == ["41+17=", "58"]  # text, though the CSV reader saw a number
