@@ -19,7 +19,8 @@ PEFT_PREFIX = "base_model.model."
 
 # peft's task type for a transformers model, from the head its class name ends with. peft wraps the model in the
 # matching PeftModel subclass; a "CAUSAL_LM" adapter fails to load into a model that cannot generate (BERT, say).
-TASK_TYPES = {"ForCausalLM": "CAUSAL_LM", "ForSequenceClassification": "SEQ_CLS",
+# GPT-2's causal LM class predates the naming scheme: GPT2LMHeadModel.
+TASK_TYPES = {"ForCausalLM": "CAUSAL_LM", "LMHeadModel": "CAUSAL_LM", "ForSequenceClassification": "SEQ_CLS",
               "ForTokenClassification": "TOKEN_CLS", "ForQuestionAnswering": "QUESTION_ANS",
               "ForConditionalGeneration": "SEQ_2_SEQ_LM"}
 

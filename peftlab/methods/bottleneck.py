@@ -27,11 +27,27 @@ the tests check to 1e-5 with the same weights; AdapterHub applies no extra layer
 So the Houlsby adapters wrap ``self_attn.o_proj`` and ``mlp`` (each adds ``A`` of that block's
 output), and the Pfeiffer adapter wraps the whole decoder layer (it adds ``A`` of the layer's
 output, residual included). The wrapping goes through :mod:`peftlab.core.inject`, like every method.
+
+Other architectures, placed where AdapterHub places them (``PLACES``; checked against it in
+tests/test_architectures.py):
+
+- **GPT-2** is pre-norm like Llama, with other names: Houlsby wraps ``attn.resid_dropout`` (the attention's
+  last step) and ``mlp``; Pfeiffer wraps the whole block (``transformer.h.<i>``).
+- **BERT** is *post*-norm: each sub-block ends in ``LayerNorm(h + x)``, h the sub-block's output, x its input.
+  Houlsby puts the adapter before that norm, ``LayerNorm(h + A(h) + x)``: it wraps the dropout that
+  ends each sub-block (``attention.output.dropout``, ``output.dropout``). Pfeiffer (``SeqBnConfig``), as
+  AdapterHub implements it, adapts the normalised output and normalises again with the same
+  LayerNorm: ``z = LayerNorm(s); y = LayerNorm(s + A(z))``, s = h + x. It wraps the MLP's LayerNorm
+  (``layer.<i>.output.LayerNorm``), with ``renormalize`` on.
+
+Qwen2, Gemma and Phi-3 decoders have Llama's structure and names, and get Llama's placement; AdapterHub
+1.3 has no implementation for them, so there is nothing to compare with there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,22 +112,38 @@ class AdapterSlot(Wrapper):
 
     method_name = "bottleneck adapters"
 
-    def __init__(self, base_layer: nn.Module, hidden: int):
+    def __init__(self, base_layer: nn.Module, hidden: int, renormalize: bool = False):
         super().__init__()
         self.base_layer = base_layer
         self.hidden = hidden
+        self.renormalize = renormalize  # base_layer is a post-norm LayerNorm: y = norm(s + A(norm(s))) (BERT, Pfeiffer)
         self.adapters = nn.ModuleDict()
         self.active: str | None = None
 
     def forward(self, *args, **kwargs):
-        h = self.base_layer(*args, **kwargs)
+        out = self.base_layer(*args, **kwargs)
         if self.disabled or self.active is None or self.active not in self.adapters:
-            return h
+            return out
         adapter = self.adapters[self.active]
-        return h + adapter(h.to(adapter.down.weight.dtype)).to(h.dtype)
+        # a whole transformer layer may return a tuple (GPT-2: (hidden states, ...)): the adapter acts on the first
+        h = out[0] if isinstance(out, tuple) else out
+        a = adapter(h.to(adapter.down.weight.dtype)).to(h.dtype)
+        h = self.base_layer(args[0] + a) if self.renormalize else h + a
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    def __getattr__(self, name: str):
+        # A slot may wrap a whole decoder layer, and some models read attributes of their layers (Qwen2 asks each
+        # layer for its attention_type): what the slot does not have, it answers from the layer it wraps.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":  # not set yet (inside __init__): nothing to ask
+                raise
+            return getattr(self.base_layer, name)
 
     def extra_repr(self) -> str:
-        return f"adapters={list(self.adapters)}, active={self.active}, disabled={self.disabled}"
+        return (f"adapters={list(self.adapters)}, active={self.active}, disabled={self.disabled}"
+                + (", renormalize=True" if self.renormalize else ""))
 
 
 def _hidden_size(model: nn.Module) -> int:
@@ -121,14 +153,46 @@ def _hidden_size(model: nn.Module) -> int:
     return config.hidden_size
 
 
+# Where the adapters go, by ``model.config.model_type`` (as AdapterHub places them; see the module docstring):
+# houlsby: module names (matched at the end of a path, as LoRA's targets are);
+# pfeiffer: a regular expression over full module paths; renormalize: see AdapterSlot.
+PLACES = {
+    "gpt2": {"houlsby": ("attn.resid_dropout", "mlp"), "pfeiffer": r"(.*\.)?h\.\d+", "renormalize": False},
+    "bert": {"houlsby": ("attention.output.dropout", "output.dropout"), "pfeiffer": r"(.*\.)?layer\.\d+\.output\.LayerNorm",
+             "renormalize": True},
+}
+LLAMA_LIKE = ("llama", "mistral", "qwen2", "gemma", "phi3")  # decoders known to have Llama's block structure and names
+
+
+def _is_decoder_layer(m: nn.Module) -> bool:
+    """A Llama-style decoder layer, or a slot that already wraps one (a second Pfeiffer adapter)."""
+    if isinstance(m, AdapterSlot):
+        m = m.base_layer
+    return type(m).__name__.endswith("DecoderLayer")
+
+
 def _targets(model: nn.Module, placement: str) -> list[tuple[str, nn.Module]]:
-    if placement == "pfeiffer":
-        layers = [(p, m) for p, m in model.named_modules() if type(m).__name__.endswith("DecoderLayer")
-                  or (isinstance(m, AdapterSlot) and type(m.base_layer).__name__.endswith("DecoderLayer"))]
-        if not layers:
-            raise InjectionError(f"found no decoder layers in {type(model).__name__} for the pfeiffer placement")
-        return layers
-    return find_targets(model, HOULSBY_TARGETS)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in PLACES:
+        where = PLACES[model_type][placement]
+        if placement == "houlsby":
+            return find_targets(model, where)
+        return [(p, m) for p, m in model.named_modules() if re.fullmatch(where, p)]
+    # Anything else gets Llama's placement if it has Llama's structure: an o_proj and an mlp in each decoder layer.
+    layers = [(p, m) for p, m in model.named_modules() if _is_decoder_layer(m)]
+    names = {p.rsplit(".", 1)[-1] for p, _ in model.named_modules()}
+    if not layers or not {"o_proj", "mlp"} <= names:
+        raise InjectionError(
+            f"bottleneck adapters: peftlab places them in Llama-style decoders ({', '.join(LLAMA_LIKE)}), GPT-2 and "
+            f"BERT, where AdapterHub does; {type(model).__name__} (model type {model_type!r}) is none of these, and "
+            "where an adapter belongs depends on how each layer adds its residual and normalises. Use AdapterHub "
+            "(`adapters`) for this model, or LoRA or IA3, which only need the names of its linear layers")
+    return layers if placement == "pfeiffer" else find_targets(model, HOULSBY_TARGETS)
+
+
+def _renormalize(model: nn.Module, placement: str) -> bool:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return placement == "pfeiffer" and PLACES.get(model_type, {}).get("renormalize", False)
 
 
 def adapter_slots(model: nn.Module) -> list[tuple[str, AdapterSlot]]:
@@ -158,7 +222,8 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig | None = None
     targets = _targets(model, config.placement)
     fresh = [(p, m) for p, m in targets if not isinstance(m, AdapterSlot)]
     if fresh:
-        wrap_targets(model, fresh, lambda m: AdapterSlot(m, hidden), AdapterSlot, wrappable=(nn.Module,))
+        renormalize = _renormalize(model, config.placement)
+        wrap_targets(model, fresh, lambda m: AdapterSlot(m, hidden, renormalize), AdapterSlot, wrappable=(nn.Module,))
     targets = [(p, model.get_submodule(p)) for p, _ in targets]
     param = next(model.parameters())
     # Initialised on the CPU by its generator, so that a seed gives the same adapter on any device, then moved

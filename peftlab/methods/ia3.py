@@ -12,9 +12,19 @@ that scales a layer's output multiplies the rows of its weight; one that scales 
 multiplies the columns. Either way it can be **folded** into the weight, after which
 the model is exactly the base architecture: no inference cost.
 
-Targets and feed-forward modules follow peft's ``IA3Config`` defaults for Llama
-(``k_proj``, ``v_proj``, ``down_proj``; ``down_proj`` scaled on its input). Saved files are
-peft's format, so ``peft.PeftModel.from_pretrained`` loads them.
+Which layers to scale depends on how the architecture names them. ``IA3Config()`` holds peft's
+defaults for Llama (``k_proj``, ``v_proj``, ``down_proj``; ``down_proj`` scaled on its input);
+``add_ia3(model)`` without a config looks the model's type up in ``IA3_DEFAULTS``, peft's own table
+(GPT-2: ``c_attn``, ``mlp.c_proj``; BERT: ``key``, ``value``, ``output.dense``; ...). Two shapes of
+layer need a word:
+
+- GPT-2's ``Conv1D`` computes ``x @ W + b`` with ``W`` stored as (d_in, d_out): the vector is the same,
+  only folding multiplies the other axis of the weight (peft calls this ``fan_in_fan_out``);
+- a fused projection (GPT-2's ``c_attn``, Phi-3's ``qkv_proj``) computes q, k and v in one matrix: the
+  vector scales its whole output, queries included, as peft does. (IA3's paper scales only k and v;
+  on a fused layer that would need the vector split in three, which peft does not do either.)
+
+Saved files are peft's format, so ``peft.PeftModel.from_pretrained`` loads them.
 """
 
 from __future__ import annotations
@@ -27,8 +37,9 @@ import torch
 from torch import nn
 
 from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
-from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, forget, freeze_except, matches,
-                                 required_wrappers, unwrap, wrap_targets, wrappers_disabled)
+from peftlab.core.inject import (LINEAR_TYPES, InjectionError, Wrapper, count_parameters, find_targets, forget,
+                                 freeze_except, is_conv1d, linear_dims, matches, required_wrappers, unwrap, wrap_targets,
+                                 wrappers_disabled)
 
 
 @dataclass
@@ -45,8 +56,38 @@ class IA3Config:
             raise ValueError(f"feedforward_modules {stray} must also be in target_modules {list(self.target_modules)}")
 
 
+# Default (target_modules, feedforward_modules) per ``model.config.model_type``: peft's
+# TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING and ..._FEEDFORWARD_MODULES_MAPPING (peft/utils/constants.py)
+# for the architectures of this course. Names match the end of a module's path, so BERT's "output.dense" is both
+# the attention output's dense layer and the MLP's; peft scales both on their input, and so do we.
+IA3_DEFAULTS = {
+    "llama": (("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "mistral": (("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "qwen2": (("q_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "gemma": (("q_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "gpt2": (("c_attn", "mlp.c_proj"), ("mlp.c_proj",)),
+    "bert": (("key", "value", "output.dense"), ("output.dense",)),
+    # Not in peft's table (peft asks for target_modules): Phi-3 fuses q, k, v into qkv_proj, so the vector scales all
+    # three; the MLP's down_proj is scaled on its input as in Llama. A peftlab choice, saved explicitly in the config.
+    "phi3": (("qkv_proj", "down_proj"), ("down_proj",)),
+}
+
+
+def default_config(model: nn.Module) -> IA3Config:
+    """The IA3Config for ``model``'s architecture (``IA3_DEFAULTS``), or an error that says what to pass instead."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in IA3_DEFAULTS:
+        raise ValueError(f"IA3 has no default target modules for model type {model_type!r} "
+                         f"({type(model).__name__}); peftlab knows {sorted(IA3_DEFAULTS)}. Name them yourself: "
+                         "add_ia3(model, IA3Config(target_modules=(...), feedforward_modules=(...))), the key and value "
+                         "projections and the MLP's output projection (scaled on its input)")
+    targets, feedforward = IA3_DEFAULTS[model_type]
+    return IA3Config(target_modules=targets, feedforward_modules=feedforward)
+
+
 class IA3Linear(Wrapper):
-    """A frozen ``nn.Linear`` whose output (or, for feed-forward layers, input) is scaled by a learned vector."""
+    """A frozen linear layer (``nn.Linear`` or GPT-2's ``Conv1D``) whose output (or, for feed-forward layers,
+    input) is scaled by a learned vector."""
 
     method_name = "IA3"
 
@@ -54,8 +95,9 @@ class IA3Linear(Wrapper):
         super().__init__()
         self.base_layer = base_layer
         self.is_feedforward = is_feedforward
-        size = base_layer.in_features if is_feedforward else base_layer.out_features
-        self.ia3_l = nn.Parameter(torch.ones(size, device=base_layer.weight.device))
+        self.fan_in_fan_out = is_conv1d(base_layer)  # Conv1D stores its weight as (d_in, d_out)
+        d_in, d_out = linear_dims(base_layer)
+        self.ia3_l = nn.Parameter(torch.ones(d_in if is_feedforward else d_out, device=base_layer.weight.device))
         self.folded = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,16 +110,19 @@ class IA3Linear(Wrapper):
 
     @torch.no_grad()
     def fold(self) -> None:
-        """Multiply the vector into the weight: columns for feed-forward layers, rows (and bias) otherwise."""
+        """Multiply the vector into the weight: its input axis for feed-forward layers, its output axis (and the
+        bias) otherwise. ``nn.Linear`` stores (d_out, d_in), ``Conv1D`` (d_in, d_out): the axes swap."""
         if self.folded:
             raise RuntimeError("this IA3 layer is already folded; folding again would scale twice")
         w = self.base_layer.weight
-        if self.is_feedforward:
-            w.mul_(self.ia3_l.to(w.dtype)[None, :])
+        scale = self.ia3_l.to(w.dtype)
+        scales_rows = self.is_feedforward == self.fan_in_fan_out  # input of a Conv1D, or output of a Linear
+        if scales_rows:
+            w.mul_(scale[:, None])
         else:
-            w.mul_(self.ia3_l.to(w.dtype)[:, None])
-            if self.base_layer.bias is not None:
-                self.base_layer.bias.mul_(self.ia3_l.to(w.dtype))
+            w.mul_(scale[None, :])
+        if not self.is_feedforward and self.base_layer.bias is not None:  # the output's scale applies to the bias too
+            self.base_layer.bias.mul_(scale)
         self.folded = True
 
     def extra_repr(self) -> str:
@@ -91,11 +136,13 @@ def _is_feedforward(path: str, config: IA3Config) -> bool:
 def add_ia3(model: nn.Module, config: IA3Config | None = None) -> dict:
     """Wrap the targets in IA3Linear and freeze everything but the IA3 vectors; returns a report.
 
-    ``config``: an IA3Config (None: the defaults, peft's for Llama)."""
-    config = config if config is not None else IA3Config()
+    ``config``: an IA3Config (None: peft's defaults for the model's architecture, see ``IA3_DEFAULTS``)."""
+    config = config if config is not None else default_config(model)
     targets = find_targets(model, config.target_modules)
     by_module = {id(m): _is_feedforward(p, config) for p, m in targets}
-    paths = wrap_targets(model, targets, lambda m: IA3Linear(m, by_module[id(m)]), IA3Linear)
+    conv1d = tuple({type(m) for _, m in targets if is_conv1d(m)})  # GPT-2's linear layers, wrapped like nn.Linear
+    paths = wrap_targets(model, targets, lambda m: IA3Linear(m, by_module[id(m)]), IA3Linear,
+                         wrappable=LINEAR_TYPES + conv1d)
     model.peftlab_ia3_config = config
     freeze_except(model, lambda name: name.endswith(".ia3_l"))
     return {"wrapped": paths, **count_parameters(model)}
@@ -148,7 +195,8 @@ def save_ia3(model: nn.Module, out_dir: str | Path) -> Path:
     if any(layer.folded for _, layer in layers):
         raise ValueError("IA3 is folded into the weights; save before folding")
     peft_config = {"peft_type": "IA3", "task_type": peft_task_type(model), "target_modules": list(config.target_modules),
-                   "feedforward_modules": list(config.feedforward_modules), "fan_in_fan_out": False,
+                   "feedforward_modules": list(config.feedforward_modules),
+                   "fan_in_fan_out": any(layer.fan_in_fan_out for _, layer in layers),
                    "init_ia3_weights": True, "modules_to_save": None, "inference_mode": True,
                    "base_model_name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None) or None}
     tensors = {f"{PEFT_PREFIX}{path}.ia3_l": layer.ia3_l.detach().reshape(_peft_shape(layer)) for path, layer in layers}
@@ -164,9 +212,10 @@ def load_ia3(model: nn.Module, adapter_dir: str | Path) -> dict:
                        feedforward_modules=tuple(raw.get("feedforward_modules") or ()))
     expected = {}
     for path, module in find_targets(model, config.target_modules):
-        if not isinstance(module, nn.Linear):
+        if not (isinstance(module, nn.Linear) or is_conv1d(module)):
             raise InjectionError(f"{path} is a {type(module).__name__}; load IA3 onto a fresh base model")
-        n = module.in_features if _is_feedforward(path, config) else module.out_features
+        d_in, d_out = linear_dims(module)
+        n = d_in if _is_feedforward(path, config) else d_out
         expected[f"{PEFT_PREFIX}{path}.ia3_l"] = (1, n) if _is_feedforward(path, config) else (n, 1)
     tensors = {k.replace(".ia3_l.default", ".ia3_l"): v for k, v in tensors.items()}
     check_tensors(expected, tensors, f"IA3 adapter in {adapter_dir}")

@@ -62,6 +62,12 @@ def check_rank(r: int, layer: nn.Linear | FrozenLinear, path: str = "this layer"
                          f"min(d_in, d_out) adds parameters without adding expressive power; use r <= {min(d_in, d_out)}")
 
 
+def fan_in_fan_out(layer: nn.Module) -> bool:
+    """Whether the model stores this layer's weight transposed, as (d_in, d_out): GPT-2's Conv1D, or an NF4 layer
+    quantized from one (which itself computes like nn.Linear). peft saves this as ``fan_in_fan_out``."""
+    return is_conv1d(layer) or getattr(layer, "fan_in_fan_out", False)
+
+
 class LoRALinear(Wrapper):
     """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` around a frozen ``nn.Linear``
     (or a :class:`~peftlab.core.inject.FrozenLinear`, such as an NF4 layer: that is QLoRA)."""
@@ -72,7 +78,7 @@ class LoRALinear(Wrapper):
         super().__init__()
         check_rank(config.r, base_layer)
         d_in, d_out = linear_dims(base_layer)
-        self.fan_in_fan_out = is_conv1d(base_layer)  # GPT-2's Conv1D stores its weight as (d_in, d_out)
+        self.fan_in_fan_out = fan_in_fan_out(base_layer)
         self.base_layer = base_layer
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.lora_A = nn.Linear(d_in, config.r, bias=False)
@@ -102,7 +108,8 @@ class LoRALinear(Wrapper):
 
     @torch.no_grad()
     def _add_to_base(self, delta: torch.Tensor) -> None:
-        if isinstance(self.base_layer, FrozenLinear):  # e.g. NF4: dequantize, add, requantize (lossy)
+        if isinstance(self.base_layer, FrozenLinear):  # e.g. NF4 (stored as (d_out, d_in) even from a Conv1D):
+            # dequantize, add, requantize (lossy)
             self.base_layer.merge_delta(delta)
         else:
             delta = delta.T if self.fan_in_fan_out else delta  # B A is (d_out, d_in); a Conv1D weight is transposed
@@ -286,11 +293,14 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
         d_in, d_out = linear_dims(module)
         expected[f"{PEFT_PREFIX}{path}.lora_A.weight"] = (config.r, d_in)
         expected[f"{PEFT_PREFIX}{path}.lora_B.weight"] = (d_out, config.r)
-    transposed = {path for path, module in targets.items() if is_conv1d(module)}
-    if bool(raw_config.get("fan_in_fan_out", False)) != bool(transposed) or transposed not in (set(), set(targets)):
-        raise ValueError(f"the adapter in {adapter_dir} says fan_in_fan_out={raw_config.get('fan_in_fan_out', False)}, "
-                         f"but of its {len(targets)} target layers {len(transposed)} store their weight transposed "
-                         "(GPT-2's Conv1D): it was saved for another kind of model")
+    # fan_in_fan_out only tells how the base weights are stored; A and B have the same shapes either way, and each
+    # layer here knows its own storage. peft, too, overrides the flag layer by layer (with a warning), and a GPT-2
+    # quantized by bitsandbytes saves False. Only "True" with no transposed layer at all means another model.
+    transposed = {path for path, module in targets.items() if fan_in_fan_out(module)}
+    if raw_config.get("fan_in_fan_out", False) and not transposed:
+        raise ValueError(f"the adapter in {adapter_dir} says fan_in_fan_out=True (saved for layers that store their "
+                         f"weight transposed, like GPT-2's Conv1D), but none of its {len(targets)} target layers here "
+                         "does: it was saved for another kind of model")
     tensors = {_strip_adapter_name(k): v for k, v in tensors.items()}
     check_tensors(expected, tensors, f"adapter in {adapter_dir}")
     report = add_lora(model, config)

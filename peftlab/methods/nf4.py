@@ -35,7 +35,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from peftlab.core.inject import FrozenLinear
+from peftlab.core.inject import FrozenLinear, is_conv1d
 
 NF4_OFFSET = 0.9677083  # the outermost quantile used, as in bitsandbytes' create_normal_map
 BLOCKSIZE = 64
@@ -247,13 +247,20 @@ class NF4Linear(FrozenLinear):
 
     Only the packed codes and scales are kept (as buffers, so they are never trained); the
     bias, if any, stays in full precision as bitsandbytes' ``Linear4bit`` keeps it.
+
+    GPT-2's ``Conv1D`` (``x @ W + b``, ``W`` stored as (d_in, d_out)) is quantized as ``W.T``, the
+    (d_out, d_in) weight of the ``nn.Linear`` it equals -- as transformers does when it loads GPT-2 in
+    4 bits through bitsandbytes -- so that the layer then computes like any other. ``fan_in_fan_out``
+    remembers where the weight came from: a LoRA adapter trained on it is saved for a Conv1D model.
     """
 
     def __init__(self, linear: nn.Linear, double_quant: bool = True, compute_dtype: torch.dtype | None = None):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.fan_in_fan_out = is_conv1d(linear)
+        weight = linear.weight.detach().T if self.fan_in_fan_out else linear.weight.detach()
+        self.out_features, self.in_features = weight.shape
         self.compute_dtype = compute_dtype or linear.weight.dtype
-        self._store(quantize_nf4(linear.weight.detach(), double_quant=double_quant))
+        self._store(quantize_nf4(weight, double_quant=double_quant))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
     def _store(self, q: NF4Tensor) -> None:

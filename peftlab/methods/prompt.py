@@ -14,11 +14,22 @@ logits line up with the input tokens and the course's ``train``/``evaluate`` wor
 Initialisation, as in the paper: ``"random"`` (uniform in [-0.5, 0.5]), ``"vocab"`` (embeddings
 of tokens sampled from the vocabulary) or ``"text"`` (the embeddings of a text, repeated to length n).
 
-Mechanics: the soft prompt lives in a wrapper around the input embedding (found and
-wrapped by :mod:`peftlab.core.inject`, like every method), and two hooks on the model extend the
-mask and labels and trim the logits. ``generate`` works with ``use_cache=False``: with a KV
-cache, transformers would feed only the newest token and the prompt could not be prepended
-consistently, so the hook refuses a cache with a clear error instead of a silent wrong answer.
+Mechanics: the soft prompt lives in a wrapper around the model's input embedding
+(``model.get_input_embeddings()``: ``embed_tokens`` in Llama, ``wte`` in GPT-2, ``word_embeddings`` in
+BERT; wrapped by :mod:`peftlab.core.inject`, like every method). A hook before the model's forward
+embeds ``input_ids`` through it and hands the model ``inputs_embeds`` of length ``n + L`` instead, as
+peft does: the model then counts its positions over all ``n + L`` vectors itself, which matters for
+learned absolute positions (GPT-2, BERT: the virtual tokens take positions 0..n-1, the text n..n+L-1).
+The same hook extends the attention mask, the labels and, for BERT, ``token_type_ids`` (the virtual
+tokens are segment 0; peft drops token_type_ids instead, so with segment-1 tokens the two differ).
+A hook after the forward drops the ``n`` virtual positions from per-token outputs (``logits``, or
+an encoder's ``last_hidden_state``), so they line up with the input tokens. Not trimmed: ``hidden_states``
+and ``attentions`` if asked for, and BERT's ``pooler_output``, which BERT computes from the first
+position -- with a prompt that is the first virtual token (as in peft).
+
+``generate`` works with ``use_cache=False``: with a KV cache, transformers would feed only the newest
+token and the prompt could not be prepended consistently, so the hook refuses a cache with a clear
+error instead of a silent wrong answer.
 """
 
 from __future__ import annotations
@@ -31,8 +42,8 @@ import torch
 from torch import nn
 
 from peftlab.core.checkpoint import check_tensors, load_folder, peft_task_type, save_folder
-from peftlab.core.inject import (Wrapper, count_parameters, find_targets, forget, freeze_except, unwrap, wrap_targets,
-                                 wrappers_disabled)
+from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, forget, freeze_except, unwrap,
+                                 wrap_targets, wrappers_disabled)
 
 INITS = ("random", "vocab", "text")
 
@@ -42,7 +53,7 @@ class PromptTuningConfig:
     num_virtual_tokens: int = 16      # Lester used 100; gains flatten past about 20 at every scale they tried
     init: str = "vocab"               # "random" | "vocab" | "text"; non-random starts win at small model scale
     init_text: str | None = None      # required for init="text"
-    embedding_module: str = "embed_tokens"  # the input embedding's name in Llama, Mistral and Qwen
+    embedding_module: str | None = None  # None: the model's own input embedding, model.get_input_embeddings()
 
     def __post_init__(self):
         if isinstance(self.num_virtual_tokens, bool) or not isinstance(self.num_virtual_tokens, int) \
@@ -93,14 +104,27 @@ def _initial_prompt(embedding: nn.Embedding, config: PromptTuningConfig, tokeniz
     return weight[torch.tensor(ids)].clone()
 
 
+def _input_embedding(model: nn.Module, config: PromptTuningConfig) -> list[tuple[str, nn.Module]]:
+    """``[(path, module)]`` of the input embedding: the one named in the config, or the model's own."""
+    if config.embedding_module is not None:
+        targets = find_targets(model, [config.embedding_module])
+        if len(targets) != 1:
+            raise ValueError(f"expected one input embedding named {config.embedding_module!r}, found {len(targets)}")
+        return targets
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if get is not None else None
+    if embedding is None:
+        raise InjectionError(f"prompt tuning needs the model's input embedding, and {type(model).__name__} has no "
+                             "get_input_embeddings(); name it: PromptTuningConfig(embedding_module='...')")
+    return [(path, m) for path, m in model.named_modules() if m is embedding]
+
+
 def add_prompt(model: nn.Module, config: PromptTuningConfig | None = None, tokenizer=None) -> dict:
     """Prepend a trainable soft prompt to every input of ``model``; freeze everything else.
 
     ``config``: a PromptTuningConfig (None: the defaults, 16 virtual tokens from the vocabulary)."""
     config = config if config is not None else PromptTuningConfig()
-    targets = find_targets(model, [config.embedding_module])
-    if len(targets) != 1:
-        raise ValueError(f"expected one input embedding named {config.embedding_module!r}, found {len(targets)}")
+    targets = _input_embedding(model, config)
     max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_positions is not None and config.num_virtual_tokens >= max_positions:
         raise ValueError(f"a soft prompt of {config.num_virtual_tokens} tokens leaves no room in a context of "
@@ -125,10 +149,14 @@ def soft_prompt_layer(model: nn.Module) -> SoftPromptEmbedding:
 
 
 def _extend_inputs(model, args, kwargs):
+    """Before the forward: embed ``input_ids`` with the prompt in front, and extend what lines up with them."""
     layer = soft_prompt_layer(model)
     if layer.disabled:
         return args, kwargs
     n = layer.num_virtual_tokens
+    if len(args) > 1:
+        raise ValueError("a prompt-tuned model takes its inputs by keyword (input_ids=..., attention_mask=...), so that "
+                         "the mask can be extended for the virtual tokens")
     if kwargs.get("inputs_embeds") is not None:
         raise ValueError("a prompt-tuned model takes input_ids, not inputs_embeds: the soft prompt is prepended "
                          "inside the embedding layer")
@@ -140,11 +168,18 @@ def _extend_inputs(model, args, kwargs):
         raise ValueError("a prompt-tuned model here runs without a KV cache: call generate(..., use_cache=False); "
                          "with a cache only the newest token arrives and the soft prompt cannot be put in front")
     kwargs = dict(kwargs)
-    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    input_ids = args[0] if args else kwargs.get("input_ids")
+    if input_ids is None:
+        raise ValueError("a prompt-tuned model needs input_ids")
     max_positions = getattr(model.config, "max_position_embeddings", None)
-    if input_ids is not None and max_positions is not None and n + input_ids.shape[1] > max_positions:
+    if max_positions is not None and n + input_ids.shape[1] > max_positions:
         raise ValueError(f"{n} virtual tokens + {input_ids.shape[1]} input tokens exceed the model's context of "
                          f"{max_positions} positions; shorten the input or the soft prompt")
+    # The wrapped embedding puts the prompt in front; the model gets n + L vectors and no input_ids, so it counts
+    # its positions (and, for BERT, sizes its default token types) over all n + L of them.
+    kwargs["inputs_embeds"] = layer(input_ids)
+    kwargs["input_ids"] = None
+    args = ()
     mask = kwargs.get("attention_mask")
     if mask is not None:
         kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], n), mask], dim=1)
@@ -153,6 +188,9 @@ def _extend_inputs(model, args, kwargs):
         kwargs["labels"] = torch.cat([labels.new_full((labels.shape[0], n), -100), labels], dim=1)
     if cache_position is not None:
         kwargs["cache_position"] = torch.arange(n + cache_position.shape[0], device=cache_position.device)
+    token_types = kwargs.get("token_type_ids")
+    if token_types is not None:  # the virtual tokens are segment 0, the text keeps its segments
+        kwargs["token_type_ids"] = torch.cat([token_types.new_zeros(token_types.shape[0], n), token_types], dim=1)
     positions = kwargs.get("position_ids")
     if positions is not None:  # virtual tokens take positions 0..n-1, the real ones move up by n
         prefix = torch.arange(n, device=positions.device).expand(positions.shape[0], n)
@@ -161,12 +199,18 @@ def _extend_inputs(model, args, kwargs):
 
 
 def _trim_logits(model, args, kwargs, output):
+    """After the forward: drop the n virtual positions from per-token outputs (the kwargs here are the extended ones)."""
     layer = soft_prompt_layer(model)
-    input_ids = kwargs.get("input_ids", args[0] if args else None)
-    logits = getattr(output, "logits", None)
-    # drop the virtual positions; with logits_to_keep (generate) there is nothing to drop
-    if not layer.disabled and logits is not None and input_ids is not None and logits.shape[1] > input_ids.shape[1]:
-        output.logits = logits[:, -input_ids.shape[1]:]
+    embeds = kwargs.get("inputs_embeds")
+    if layer.disabled or embeds is None:
+        return output
+    n, length = layer.num_virtual_tokens, embeds.shape[1]
+    for name in ("logits", "last_hidden_state"):  # a causal LM's logits; an encoder's (BertModel's) hidden states
+        value = getattr(output, name, None)
+        # only per-token outputs of the full length: not a classifier's (batch, labels) logits, and with
+        # logits_to_keep (generate) there is nothing to drop
+        if value is not None and value.dim() == 3 and value.shape[1] == length:
+            setattr(output, name, value[:, n:])
     return output
 
 
@@ -204,7 +248,10 @@ def nearest_tokens(model: nn.Module, tokenizer, k: int = 1) -> list[list[tuple[s
 
 def save_prompt(model: nn.Module, out_dir: str | Path) -> Path:
     layer = soft_prompt_layer(model)
-    peft_config = {"peft_type": "PROMPT_TUNING", "task_type": peft_task_type(model),
+    # peft applies a soft prompt only in a task-specific PeftModel; a model without a head (BertModel) is its
+    # FEATURE_EXTRACTION case. (A plain PeftModel, task_type None, would load the prompt and silently not use it.)
+    task_type = peft_task_type(model) or "FEATURE_EXTRACTION"
+    peft_config = {"peft_type": "PROMPT_TUNING", "task_type": task_type,
                    "num_virtual_tokens": layer.num_virtual_tokens, "token_dim": layer.prompt.shape[1],
                    "num_transformer_submodules": 1, "num_attention_heads": model.config.num_attention_heads,
                    "num_layers": model.config.num_hidden_layers, "prompt_tuning_init": "RANDOM",
@@ -218,7 +265,7 @@ def load_prompt(model: nn.Module, in_dir: str | Path) -> dict:
     if raw.get("peft_type") != "PROMPT_TUNING":
         raise ValueError(f"{in_dir} holds a {raw.get('peft_type')} adapter, not a prompt-tuning soft prompt")
     config = PromptTuningConfig(num_virtual_tokens=raw["num_virtual_tokens"], init="random")  # then overwritten
-    (_, embedding), = find_targets(model, [config.embedding_module])
+    (_, embedding), = _input_embedding(model, config)
     check_tensors({"prompt_embeddings": (config.num_virtual_tokens, embedding.embedding_dim)}, tensors,
                   f"soft prompt in {in_dir}")
     report = add_prompt(model, config)
