@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -197,8 +198,10 @@ def training_arguments(config: FinetuneConfig):
     return TrainingArguments(**arguments)
 
 
-def finetune(config: FinetuneConfig) -> dict:
+def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
     """Train, save the adapter in peft's format (rank 0 only) and return a summary.
+
+    ``callbacks``: transformers ``TrainerCallback``s to add (benchmarks/multi_gpu.py times steps with one).
 
     Saved in ``output_dir``: ``adapter_model.safetensors`` + ``adapter_config.json`` (peft loads them:
     ``PeftModel.from_pretrained(base, output_dir)``), the tokenizer, and ``finetune.json`` (this
@@ -207,13 +210,21 @@ def finetune(config: FinetuneConfig) -> dict:
     from transformers import Trainer
 
     args = training_arguments(config)  # first: it sets up the processes (torch.distributed) when launched in several
+    if args.n_gpu > 1:
+        warnings.warn(f"one process sees {args.n_gpu} GPUs: Trainer splits each batch of {config.batch_size} over each of "
+                      f"them (DataParallel), so a step takes {args.train_batch_size} examples per accumulation step. For "
+                      "data-parallel training start one process per GPU: accelerate launch --multi_gpu --num_processes "
+                      f"{args.n_gpu} -m peftlab finetune ...; for one GPU, set CUDA_VISIBLE_DEVICES=0", stacklevel=2)
     with args.main_process_first():    # the first process reads and caches the data; the others then read its cache
         examples = load_examples(config)
     model, tokenizer = load_model(config)
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(tokenizer))
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(tokenizer),
+                      callbacks=callbacks)
     result = trainer.train()
-    summary = {"config": asdict(config), "processes": args.world_size,
-               "global_batch": config.batch_size * config.gradient_accumulation_steps * args.world_size,
+    # args.train_batch_size is the batch of one process: batch_size x the GPUs it sees (more than one only when a
+    # single process sees several GPUs: Trainer then splits each batch over them with torch's DataParallel)
+    summary = {"config": asdict(config), "processes": args.world_size, "gpus_per_process": max(1, args.n_gpu),
+               "global_batch": args.train_batch_size * config.gradient_accumulation_steps * args.world_size,
                "train_loss": result.training_loss,
                "log": [row for row in trainer.state.log_history if "loss" in row]}
     trainer.save_model(config.output_dir)  # Trainer writes from the main process only (args.should_save)
