@@ -152,3 +152,22 @@ def test_a_csv_with_other_column_names_reads_as_text(tmp_path):
     rows = load_examples(FinetuneConfig(data=str(table), prompt_column="question", answer_column="result"))
     assert rows.column_names == ["prompt", "answer"]
     assert [rows[0]["prompt"], rows[0]["answer"]] == ["41+17=", "58"]  # text, though the CSV reader saw a number
+
+
+def test_qlora_trains_over_bitsandbytes_nf4_weights(tmp_path):
+    """--method qlora: the frozen linear layers are bitsandbytes' 4-bit ones, LoRA trains on them, peft loads the result."""
+    import bitsandbytes as bnb
+
+    from peftlab.production.finetune import finetune, load_model
+
+    config = FinetuneConfig(data="sentiment", output_dir=str(tmp_path / "q"), method="qlora", steps=3, batch_size=4,
+                            progress=False)
+    model, _ = load_model(config)
+    quantized = [name for name, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 7 * 4, "every linear layer of the 4 blocks is in NF4"
+    summary = finetune(config)
+    assert summary["global_batch"] == 4 and len(summary["log"]) == 3
+    saved = json.loads((tmp_path / "q" / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "LORA" and set(saved["target_modules"]) == set(config.target_modules)
+    tensors = load_file(tmp_path / "q" / "adapter_model.safetensors")
+    assert any(float(t.abs().max()) > 0 for k, t in tensors.items() if "lora_B" in k), "B moved from zero"

@@ -100,7 +100,13 @@ def load_examples(config: FinetuneConfig):
     if not path.read_text().strip():
         raise ValueError(f"{path} is empty: it needs one example a line, each with {config.prompt_column!r} and "
                          f"{config.answer_column!r}")
-    table = datasets.load_dataset(DATA_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # reading a small file needs no bar (and in a notebook it leaves one per call)
+    try:
+        table = datasets.load_dataset(DATA_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
     missing = [c for c in (config.prompt_column, config.answer_column) if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {table.column_names}. "
@@ -108,8 +114,8 @@ def load_examples(config: FinetuneConfig):
     if len(table) == 0:
         raise ValueError(f"{path} has a header but no examples")
     # a CSV reader turns "58" into the number 58; the model reads text
-    return table.map(lambda row: {"prompt": str(row[config.prompt_column]), "answer": str(row[config.answer_column])},
-                     remove_columns=table.column_names, keep_in_memory=True)
+    return datasets.Dataset.from_dict({"prompt": [str(x) for x in table[config.prompt_column]],
+                                       "answer": [str(x) for x in table[config.answer_column]]})
 
 
 class AnswerCollator:
@@ -198,6 +204,19 @@ def training_arguments(config: FinetuneConfig):
     return TrainingArguments(**arguments)
 
 
+def _loss_in_the_bar():
+    """Trainer's progress bar, with the logged loss shown on the bar instead of printed as a line of its own
+    (Trainer prints every log as a dict: pages of output in a notebook)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class LossInTheBar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.3f}")
+
+    return LossInTheBar()
+
+
 def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
     """Train, save the adapter in peft's format (rank 0 only) and return a summary.
 
@@ -220,6 +239,12 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
     model, tokenizer = load_model(config)
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(tokenizer),
                       callbacks=callbacks)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if config.progress:
+        trainer.add_callback(_loss_in_the_bar())
     result = trainer.train()
     # args.train_batch_size is the batch of one process: batch_size x the GPUs it sees (more than one only when a
     # single process sees several GPUs: Trainer then splits each batch over them with torch's DataParallel)
