@@ -56,3 +56,16 @@ def test_adapters_on_a_meta_model_allocate_nothing():
     bottleneck.add_adapter(model, "task")
     assert {p.device.type for p in model.parameters()} == {"meta"}
 
+
+
+def test_the_course_device_is_the_gpu_when_present_unless_told(monkeypatch):
+    from peftlab.course.model import course_device
+
+    monkeypatch.delenv("PEFTLAB_DEVICE", raising=False)
+    assert course_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("PEFTLAB_DEVICE", "cpu")
+    assert course_device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("PEFTLAB_DEVICE", "cuda")
+        with pytest.raises(RuntimeError, match="PyTorch sees none"):
+            course_device()

@@ -16,6 +16,13 @@ from typing import Callable
 import torch
 
 
+def _wait_for_the_gpu() -> None:
+    """A GPU runs its work after the Python call that queued it has returned: wait for it, or a timer measures
+    only the queueing. (Nothing to wait for on the CPU.)"""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
     """Median seconds per call of each variant, the variants called in turn ``repeats`` times."""
     if repeats < 1:
@@ -26,8 +33,10 @@ def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int 
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
+            _wait_for_the_gpu()
             start = time.perf_counter()
             fn()
+            _wait_for_the_gpu()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(times) for name, times in samples.items()}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -9,6 +10,20 @@ import torch
 from peftlab.course.data import data_path
 
 BUNDLED_MODEL = data_path("base")
+
+
+def course_device() -> torch.device:
+    """The device the course computes on: the GPU when PyTorch sees one, else the CPU.
+
+    ``PEFTLAB_DEVICE`` chooses another (``cpu`` on a GPU machine, to get the CPU's results; ``cuda:1``)."""
+    chosen = os.environ.get("PEFTLAB_DEVICE")
+    if chosen:
+        device = torch.device(chosen)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"PEFTLAB_DEVICE={chosen} asks for a GPU, but PyTorch sees none here; "
+                               "unset it (or set it to cpu)")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch.float32, seed: int | None = None,
