@@ -22,6 +22,7 @@ the course: the loss counts only the answer tokens and the end-of-text after the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -32,8 +33,8 @@ import torch
 
 from peftlab.core.inject import ALL_LINEAR
 from peftlab.course.data import data_path
-from peftlab.course.tasks import TASK_NAMES, encode_example
-from peftlab.course.train import pad_batch
+from peftlab.course.tasks import TASK_NAMES
+from peftlab.course.train import collate
 
 METHODS = ("lora", "qlora")
 DATA_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -97,7 +98,9 @@ def load_examples(config: FinetuneConfig):
     import datasets
 
     path = data_file(config.data)
-    if not path.read_text().strip():
+    with path.open() as lines:  # stops at the first line with text: a large file is not read twice
+        empty = not any(line.strip() for line in lines)
+    if empty:
         raise ValueError(f"{path} is empty: it needs one example a line, each with {config.prompt_column!r} and "
                          f"{config.answer_column!r}")
     quiet = datasets.are_progress_bars_disabled()
@@ -116,16 +119,6 @@ def load_examples(config: FinetuneConfig):
     # a CSV reader turns "58" into the number 58; the model reads text
     return datasets.Dataset.from_dict({"prompt": [str(x) for x in table[config.prompt_column]],
                                        "answer": [str(x) for x in table[config.answer_column]]})
-
-
-class AnswerCollator:
-    """Tokenize prompt + answer + end-of-text and pad a batch, labels on the answer only (the course's ``collate``)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return pad_batch([encode_example(self.tokenizer, row) for row in rows], self.tokenizer.pad_token_id)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,7 +230,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
     with args.main_process_first():    # the first process reads and caches the data; the others then read its cache
         examples = load_examples(config)
     model, tokenizer = load_model(config)
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=AnswerCollator(tokenizer),
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=functools.partial(collate, tokenizer),
                       callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
