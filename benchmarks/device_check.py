@@ -44,7 +44,7 @@ def places(model) -> set[str]:
 
 
 def check(method: str, device: torch.device, batch: dict) -> list[dict]:
-    base, tokenizer = load_base()
+    base, tokenizer = load_base(device="cpu")  # the reference: the CPU, whatever the course device is
     reference = apply(method, copy.deepcopy(base), tokenizer)
     with torch.no_grad():
         wanted = reference(**batch).logits
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         return 0
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     device = torch.device(args.device)
-    _, tokenizer = load_base()
+    _, tokenizer = load_base(device="cpu")
     batch = collate(tokenizer, load_task("addition", "validation")[:8])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; logits compared with the CPU within {TOLERANCE:g}")

@@ -69,3 +69,44 @@ def test_the_course_device_is_the_gpu_when_present_unless_told(monkeypatch):
         monkeypatch.setenv("PEFTLAB_DEVICE", "cuda")
         with pytest.raises(RuntimeError, match="PyTorch sees none"):
             course_device()
+
+
+def test_load_base_puts_the_model_on_the_course_device_or_the_one_asked(monkeypatch):
+    from peftlab.course.model import load_base
+
+    monkeypatch.setenv("PEFTLAB_DEVICE", "cpu")
+    model, _ = load_base()
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    model, _ = load_base(device="meta")  # any device PyTorch knows; meta holds no values, so this costs nothing
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    with pytest.raises(ValueError, match="device_map"):
+        load_base(device="cpu", device_map={"": "cpu"})
+
+
+def test_collate_and_forward_latency_follow_the_model_device():
+    from peftlab.course.measure import forward_latency
+    from peftlab.course.model import load_base
+    from peftlab.course.tasks import load_task
+    from peftlab.course.train import collate
+
+    model, tokenizer = load_base(device="meta")  # a second device on any machine: shapes only, no values
+    rows = load_task("addition", "validation")[:4]
+    assert {v.device.type for v in collate(tokenizer, rows).values()} == {"cpu"}
+    assert {v.device.type for v in collate(tokenizer, rows, device="meta").values()} == {"meta"}
+    seen = []
+
+    def record_and_stop(module, args, kwargs):  # the meta model cannot run: see what it is given, then stop
+        seen.append(kwargs["input_ids"].device.type)
+        raise StopIteration
+
+    model.register_forward_pre_hook(record_and_stop, with_kwargs=True)
+    with pytest.raises(StopIteration):
+        forward_latency({"base": model}, collate(tokenizer, rows)["input_ids"], repeats=1)
+    assert seen == ["meta"], "the CPU batch is moved to where the model is"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_every_codebook_round_trip_runs_on_cuda_as_on_the_cpu():
+    x = torch.randn(8, 256)
+    for name in nf4.CODEBOOKS:
+        assert torch.equal(nf4.quantize_dequantize(x.cuda(), name, 64).cpu(), nf4.quantize_dequantize(x, name, 64))

@@ -23,6 +23,15 @@ def _wait_for_the_gpu() -> None:
         torch.cuda.synchronize()
 
 
+def seconds_to_run(fn: Callable[[], object]) -> tuple[object, float]:
+    """``(fn(), seconds it took)``, waiting for the GPU's queued work on both sides: a one-off timing."""
+    _wait_for_the_gpu()
+    start = time.perf_counter()
+    result = fn()
+    _wait_for_the_gpu()
+    return result, time.perf_counter() - start
+
+
 def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
     """Median seconds per call of each variant, the variants called in turn ``repeats`` times."""
     if repeats < 1:
@@ -42,11 +51,13 @@ def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int 
 
 
 def forward_latency(models: dict[str, torch.nn.Module], input_ids: torch.Tensor, repeats: int = 30) -> dict[str, float]:
-    """Median seconds of one no-grad forward pass of each model on the same batch."""
+    """Median seconds of one no-grad forward pass of each model on the same batch (moved to each model's device)."""
     def runner(model):
+        ids = input_ids.to(next(model.parameters()).device)
+
         def run():
             with torch.no_grad():
-                model(input_ids=input_ids)
+                model(input_ids=ids)
         return run
 
     for model in models.values():

@@ -27,13 +27,15 @@ def course_device() -> torch.device:
 
 
 def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch.float32, seed: int | None = None,
-              **kwargs):
-    """``(model, tokenizer)`` for a causal language model, in eval mode on the CPU.
+              device: str | torch.device | None = None, **kwargs):
+    """``(model, tokenizer)`` for a causal language model, in eval mode on ``device`` (None: :func:`course_device`).
 
     With no argument: the course's bundled base model from ``data/base``, read from disk
     with no network access. Otherwise any Hugging Face model id (downloaded when online)
     or local folder of a causal LM; extra keyword arguments go to ``from_pretrained``.
     Every call returns a fresh copy, so re-running a notebook cell starts clean.
+    A model loaded with a ``quantization_config`` or a ``device_map`` stays where transformers put it
+    (bitsandbytes places a 4-bit model on the GPU when there is one, and such a model cannot be moved).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -48,5 +50,10 @@ def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch
     if tokenizer.pad_token is None:  # many causal LMs ship without one; batching needs it
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local, **kwargs)
+    if "quantization_config" not in kwargs and "device_map" not in kwargs:
+        model.to(course_device() if device is None else torch.device(device))
+    elif device is not None:
+        raise ValueError("device= moves a plain model; with quantization_config or device_map, transformers places "
+                         "the model: pass device_map={'': device} instead of device=")
     model.eval()
     return model, tokenizer

@@ -30,9 +30,12 @@ class TrainConfig:
     progress: bool = True      # a tqdm.auto bar: a widget in Jupyter, a line in a terminal
 
 
-def collate(tokenizer, examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding)."""
-    return pad_batch([encode_example(tokenizer, ex) for ex in examples], tokenizer.pad_token_id)
+def collate(tokenizer, examples: list[dict], device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding).
+
+    ``device``: where the tensors go (None: the CPU); pass the model's, e.g. ``course_device()``."""
+    batch = pad_batch([encode_example(tokenizer, ex) for ex in examples], tokenizer.pad_token_id)
+    return batch if device is None else on_device(batch, torch.device(device))
 
 
 def pad_batch(encoded: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:

@@ -91,6 +91,7 @@ def quantize_dequantize(x: torch.Tensor, codebook: str | torch.Tensor = "NF4", b
         if codebook not in CODEBOOKS:
             raise ValueError(f"unknown codebook {codebook!r}; choose one of {', '.join(CODEBOOKS)} or pass a tensor of levels")
         codebook = CODEBOOKS[codebook]()
+    codebook = codebook.to(x.device)  # the codebooks are built on the CPU; x may be on a GPU
     if blocksize < 1:
         raise ValueError(f"blocksize must be >= 1, got {blocksize}")
     _check_finite(x)

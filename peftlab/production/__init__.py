@@ -132,9 +132,13 @@ def _add_adapterhub(model: nn.Module, name: str, hub_config):
     """``adapters.init`` (once), add the adapter, activate it and freeze the rest."""
     import adapters
 
+    device = next(model.parameters()).device
     if not hasattr(model, "adapters_config"):
         adapters.init(model)
     model.add_adapter(name, config=hub_config)
+    for module in model.modules():  # AdapterHub builds new adapters on the CPU: put them beside the model's weights
+        if any(p.device != device for p in module.parameters(recurse=False)):
+            module.to(device)
     model.train_adapter(name)
     return model
 

@@ -107,7 +107,7 @@ def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed:
 
 
 def run_to_convergence(method: str, task: str, lr: float | None = None, seed: int = 0, batch_size: int = 32,
-                       eval_every: int = 100, patience: int = 5, max_steps: int = 5000, device: str = "cpu",
+                       eval_every: int = 100, patience: int = 5, max_steps: int = 5000, device: str | None = None,
                        **method_kwargs) -> dict:
     """Train until the validation loss stops improving, then score the best checkpoint on the test split.
 
@@ -124,7 +124,8 @@ def run_to_convergence(method: str, task: str, lr: float | None = None, seed: in
         raise ValueError(f"need eval_every >= 1, patience >= 1 and max_steps >= eval_every; got {eval_every}, "
                          f"{patience}, {max_steps}")
     model, tokenizer, default_lr = _with_method(method, seed, None, None, method_kwargs)
-    model = model.to(device)
+    if device is not None:  # None: where load_base put it, the course's device
+        model = model.to(device)
     lr = lr or default_lr
     params = count_parameters(model)
     validation = load_task(task, "validation")
