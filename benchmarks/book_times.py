@@ -1,6 +1,6 @@
 """Run the course's notebooks top to bottom, one fresh kernel each, and time every chapter.
 
-    python benchmarks/book_times.py OUT.json [--inplace] [--keep-going] [notebooks ...]
+    python benchmarks/book_times.py OUT.json [--inplace | --save-to DIR] [--keep-going] [notebooks ...]
 
 Each notebook runs as a learner runs it (nbclient, a new ``python3`` kernel, the notebook's folder as the
 working folder), on the device the course picks (``course_device()``: the GPU when PyTorch sees one;
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--inplace", action="store_true", help="write the executed notebooks back (tidied)")
     parser.add_argument("--keep-going", action="store_true", help="run every cell even after one fails")
     parser.add_argument("--timeout", type=int, default=600, help="seconds one cell may take")
+    parser.add_argument("--save-to", type=Path, help="a folder for the executed notebooks (tidied), to read a run's outputs")
     args = parser.parse_intermixed_args()
     paths = [NOTEBOOKS / n for n in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     missing = [str(p) for p in paths if not p.exists()]
@@ -109,9 +110,12 @@ def main() -> None:
         print(f"{path.name:24s} {row['seconds']:7.1f} s  " +
               ("ok" if not row["failures"] and not row["stopped_by"] else f"FAILED {row['failures'] or row['stopped_by']}"),
               flush=True)
+        tidy(nb)
         if args.inplace and not row["failures"] and not row["stopped_by"]:
-            tidy(nb)
             path.write_text(nbformat.writes(nb) + "\n")
+        if args.save_to:
+            args.save_to.mkdir(parents=True, exist_ok=True)
+            (args.save_to / path.name).write_text(nbformat.writes(nb) + "\n")
         args.out.write_text(json.dumps(report, indent=1) + "\n")  # after every chapter: a cut-off run keeps what ran
     total = sum(r["seconds"] for r in report["chapters"])
     print(f"{'whole book':24s} {total:7.1f} s on {report['machine']['device']} ({report['machine']['name']})")

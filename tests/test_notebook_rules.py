@@ -14,7 +14,7 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 IGNORE_TAG = "nbval-ignore-output"
 # calls whose results differ between CPUs: training runs and clocks
-TRAINS_OR_TIMES = re.compile(r"\b(train|run|train_prompt|forward_latency)\(|perf_counter\(")
+TRAINS_OR_TIMES = re.compile(r"\b(train|run|train_prompt|forward_latency|seconds_to_run|run_to_convergence|finetune)\(|perf_counter\(")
 
 
 def code_cells(path):
