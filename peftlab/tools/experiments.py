@@ -75,13 +75,14 @@ METHODS: dict[str, tuple[Callable, float]] = {
 
 
 
-def _with_method(method: str, seed: int, model, tokenizer, method_kwargs: dict):
-    """``(model, tokenizer, default lr)``: ``method`` applied to ``model`` (None: a fresh base model), seeded."""
+def _with_method(method: str, seed: int, model, tokenizer, method_kwargs: dict, device=None):
+    """``(model, tokenizer, default lr)``: ``method`` applied to ``model`` (None: a fresh base model on ``device``,
+    None: the course's), seeded."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     apply, default_lr = METHODS[method]
     if model is None:
-        model, tokenizer = load_base()
+        model, tokenizer = load_base(device=device)
     torch.manual_seed(seed)  # the method's random initialisation
     applied = apply(model, tokenizer, **method_kwargs)
     return (applied if isinstance(applied, torch.nn.Module) else model), tokenizer, default_lr
@@ -123,9 +124,7 @@ def run_to_convergence(method: str, task: str, lr: float | None = None, seed: in
     if eval_every < 1 or patience < 1 or max_steps < eval_every:
         raise ValueError(f"need eval_every >= 1, patience >= 1 and max_steps >= eval_every; got {eval_every}, "
                          f"{patience}, {max_steps}")
-    model, tokenizer, default_lr = _with_method(method, seed, None, None, method_kwargs)
-    if device is not None:  # None: where load_base put it, the course's device
-        model = model.to(device)
+    model, tokenizer, default_lr = _with_method(method, seed, None, None, method_kwargs, device)
     lr = lr or default_lr
     params = count_parameters(model)
     validation = load_task(task, "validation")
