@@ -3,6 +3,7 @@
 import copy
 import functools
 import json
+from pathlib import Path
 
 import adapters
 import peft
@@ -311,21 +312,34 @@ def test_qlora_computes_lora_on_the_dequantized_weights(arch, tmp_path):
     assert_same(output(peft.PeftModel.from_pretrained(copy.deepcopy(base), folder), IDS), output(full, IDS))
 
 
-def test_qlora_on_gpt2_equals_bitsandbytes_and_peft(tmp_path):
-    """transformers quantizes GPT-2's Conv1D weights transposed when it loads them through bitsandbytes: the scratch
-    NF4 layers hold the same bytes and scales (without double quantization), and with the same LoRA weights the
-    scratch QLoRA computes what peft's LoRA on the bitsandbytes model computes."""
+def _gpt2_4bit_through_transformers(base, folder):
+    """``base`` saved and loaded back by transformers through bitsandbytes, NF4 without double quantization."""
     import bitsandbytes as bnb
     from transformers import BitsAndBytesConfig
 
-    base, targets = base_model("gpt2"), ("c_attn", "c_proj", "c_fc")
-    base.save_pretrained(tmp_path / "gpt2")
-    hub = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2", dtype=torch.float32, quantization_config=BitsAndBytesConfig(
+    base.save_pretrained(folder)
+    hub = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32, quantization_config=BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
         bnb_4bit_compute_dtype=torch.float32)).eval()
     for layer in hub.modules():
         if isinstance(layer, bnb.nn.Linear4bit):
             layer.support_avx512bf16_for_cpu = False  # see peftlab.production.avoid_bitsandbytes_cpu_eval_trap
+    return hub
+
+
+def test_qlora_on_gpt2_equals_bitsandbytes_and_peft(tmp_path):
+    """transformers quantizes GPT-2's Conv1D weights transposed when it loads them through bitsandbytes: the scratch
+    NF4 layers hold the same bytes and scales (without double quantization), and with the same LoRA weights the
+    scratch QLoRA computes what peft's LoRA on the bitsandbytes model computes.
+    The model is 64 wide, so that every 4-bit row is a whole number of 64-value blocks: bitsandbytes dequantizes
+    other widths wrongly on AVX-512 CPUs (the next test), and this test compares against its dequantization."""
+    from peftlab.production import check_bitsandbytes_cpu_dequantization
+
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=100, n_positions=64)).eval()
+    targets = ("c_attn", "c_proj", "c_fc")
+    hub = _gpt2_4bit_through_transformers(base, tmp_path / "gpt2")
+    assert check_bitsandbytes_cpu_dequantization(hub) == 4  # weights (192, 64), (64, 64), (256, 64), (64, 256)
     ours = copy.deepcopy(base)
     qlora.add_qlora(ours, lora.LoraConfig(r=2, target_modules=targets), double_quant=False)
     randomize(ours, ".lora_B.", scale=0.1)
@@ -346,6 +360,42 @@ def test_qlora_on_gpt2_equals_bitsandbytes_and_peft(tmp_path):
     qlora.quantize_model(back, targets, double_quant=False)
     lora.load_lora(back, tmp_path / "from_peft")
     assert_same(output(back, IDS), output(ours, IDS))
+
+
+def _has_avx512f() -> bool:
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "") \
+        if Path("/proc/cpuinfo").exists() else ""
+    return " avx512f " in f" {flags.split(':')[-1]} "
+
+
+def test_bitsandbytes_cpu_dequantization_of_rows_narrower_than_a_block(tmp_path):
+    """Documents bitsandbytes 0.50's native CPU dequantization where it differs by CPU, and peftlab's guard.
+
+    Its AVX-512 branch (csrc/cpu_ops.cpp, dequantizeBlockwise4bitCpu; taken when the CPU reports AVX-512F) looks a
+    block's scale up as if each row began a new 64-value block, so a 96x32 weight comes back wrong there; on other
+    CPUs the scalar branch is right. The reference is bitsandbytes' own pure-PyTorch dequantization. The production
+    loaders refuse such a model with one line naming the layer, wherever the native result is wrong."""
+    import bitsandbytes.functional as bnb_f
+    from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
+
+    from peftlab.production import check_bitsandbytes_cpu_dequantization
+
+    weight = torch.randn(96, 32, generator=torch.Generator().manual_seed(0))
+    packed, state = bnb_f.quantize_4bit(weight, blocksize=64, quant_type="nf4")
+    native = bnb_f.dequantize_4bit(packed, state)
+    reference = _dequantize_4bit_compute(packed.view(-1), state.absmax, state.code, 64, (96, 32), torch.float32)
+    native_is_wrong = bool((native - reference).abs().max() > 0.1)  # right: equal; wrong: off by ~1 (weights ~N(0,1))
+    assert native_is_wrong == _has_avx512f(), "bitsandbytes' CPU dequantization changed: revisit the guard and README"
+
+    torch.manual_seed(0)
+    hub = _gpt2_4bit_through_transformers(
+        GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100, n_positions=64)), tmp_path / "g")
+    if native_is_wrong:
+        with pytest.raises(ValueError, match=r"dequantizes transformer\.h\.0\.attn\.c_attn \(a 96x32 4-bit weight\) "
+                                             r"wrongly on this CPU.*multiples of 64"):
+            check_bitsandbytes_cpu_dequantization(hub)
+    else:
+        assert check_bitsandbytes_cpu_dequantization(hub) == 4  # (96, 32), (32, 32), (128, 32), (32, 128)
 
 
 # --- clear errors where a method cannot apply ---------------------------------------------------------------------

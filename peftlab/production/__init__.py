@@ -16,7 +16,7 @@ from torch import nn
 
 from peftlab.core.inject import find_targets
 from peftlab.course.model import load_base
-from peftlab.methods import bottleneck, ia3, lora, prompt
+from peftlab.methods import bottleneck, ia3, lora, nf4, prompt
 
 BACKENDS = ("scratch", "peft")
 
@@ -203,13 +203,54 @@ def avoid_bitsandbytes_cpu_eval_trap(model: nn.Module) -> int:
     return len(layers)
 
 
+def check_bitsandbytes_cpu_dequantization(model: nn.Module) -> int:
+    """Refuse, in one line naming the layer, a 4-bit model that bitsandbytes would dequantize wrongly on this CPU.
+
+    bitsandbytes 0.50's native CPU dequantization has an AVX-512 branch (``csrc/cpu_ops.cpp``,
+    ``dequantizeBlockwise4bitCpu``: taken when the CPU itself reports AVX-512F, a row's length is a multiple of 16 and
+    the block size at least 16) that looks each block's scale up as if every row began a new block of 64. Where a
+    row's length is not a multiple of 64 (a 32-wide GPT-2, say) the weights it returns are wrong by up to the
+    largest weight, and training and inference run on them without a word. The CPU picks the branch, not PyTorch's
+    settings, so each distinct weight shape is checked here on this machine: a random matrix of that shape
+    quantized by bitsandbytes, dequantized by bitsandbytes and by peftlab's NF4 (the same format, from scratch).
+    NF4 layers on the CPU only (a GPU takes CUDA kernels). Returns the number of shapes checked.
+    """
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnb_f
+
+    checked: set[tuple] = set()
+    for name, layer in model.named_modules():
+        if not isinstance(layer, bnb.nn.Linear4bit) or layer.weight.device.type != "cpu":
+            continue
+        state = layer.weight.quant_state
+        key = (tuple(state.shape), state.blocksize, state.dtype)
+        if state.quant_type != "nf4" or key in checked:
+            continue
+        checked.add(key)
+        sample = torch.randn(state.shape, generator=torch.Generator().manual_seed(0)).to(state.dtype)
+        packed, sample_state = bnb_f.quantize_4bit(sample, blocksize=state.blocksize, quant_type="nf4")
+        theirs = bnb_f.dequantize_4bit(packed, sample_state).float()
+        ours = nf4.dequantize_nf4(nf4.NF4Tensor(packed=packed, absmax=sample_state.absmax, shape=state.shape,
+                                                dtype=torch.float32, blocksize=state.blocksize))
+        if not torch.allclose(theirs, ours.to(state.dtype).float(), rtol=1e-2, atol=1e-6):  # 1e-2: bf16 rounding
+            rows, width = state.shape
+            raise ValueError(
+                f"bitsandbytes {bnb.__version__} dequantizes {name} (a {rows}x{width} 4-bit weight) wrongly on this "
+                f"CPU: its AVX-512 code assumes each row of {width} values starts a new block of {state.blocksize}; "
+                f"run on a GPU, use a model whose layer widths are multiples of {state.blocksize}, or use peftlab's "
+                f"scratch QLoRA (peftlab.methods.qlora), which is right on every CPU")
+    return len(checked)
+
+
 def load_base_4bit(name_or_path=None, double_quant: bool = True):
-    """The base model loaded through transformers + bitsandbytes in NF4 (fp32 compute on the CPU)."""
+    """The base model loaded through transformers + bitsandbytes in NF4 (fp32 compute on the CPU).
+    Refused where bitsandbytes would dequantize its layers wrongly (:func:`check_bitsandbytes_cpu_dequantization`)."""
     from transformers import BitsAndBytesConfig
 
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                       bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=torch.float32)
     model, tokenizer = load_base(name_or_path, quantization_config=quantization)
+    check_bitsandbytes_cpu_dequantization(model)
     avoid_bitsandbytes_cpu_eval_trap(model)
     return model, tokenizer
 

@@ -160,8 +160,9 @@ def load_model(config: FinetuneConfig):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.method == "qlora":
-        from peftlab.production import avoid_bitsandbytes_cpu_eval_trap
+        from peftlab.production import avoid_bitsandbytes_cpu_eval_trap, check_bitsandbytes_cpu_dequantization
 
+        check_bitsandbytes_cpu_dequantization(model)
         avoid_bitsandbytes_cpu_eval_trap(model)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
