@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,7 +33,37 @@ def seconds_to_run(fn: Callable[[], object]) -> tuple[object, float]:
     return result, time.perf_counter() - start
 
 
-def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
+@dataclass(frozen=True)
+class Ratio:
+    """How many times as long variant a took as variant b, round by round: the median of the per-round ratios, and
+    the middle half of them (25th-75th percentile). Both variants of a round ran back to back, so the machine's
+    drift cancels in each ratio; how widely the ratios still scatter is the noise an assert's margin must clear."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x (middle half of {self.rounds} rounds: {self.low:.2f}-{self.high:.2f}x)"
+
+
+class Timings(dict):
+    """Median seconds per call of each variant (a dict, name -> seconds), keeping every round's times for
+    :meth:`ratio`."""
+
+    def __init__(self, samples: dict[str, list[float]]):
+        super().__init__({name: statistics.median(times) for name, times in samples.items()})
+        self.samples = samples
+
+    def ratio(self, a: str, b: str) -> Ratio:
+        """``a``'s time over ``b``'s, round by round (see :class:`Ratio`)."""
+        per_round = sorted(x / y for x, y in zip(self.samples[a], self.samples[b]))
+        low, median, high = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+        return Ratio(median=median, low=low, high=high, rounds=len(per_round))
+
+
+def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> Timings:
     """Median seconds per call of each variant, the variants called in turn ``repeats`` times."""
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
@@ -47,10 +78,10 @@ def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int 
             fn()
             _wait_for_the_gpu()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return Timings(samples)
 
 
-def forward_latency(models: dict[str, torch.nn.Module], input_ids: torch.Tensor, repeats: int = 30) -> dict[str, float]:
+def forward_latency(models: dict[str, torch.nn.Module], input_ids: torch.Tensor, repeats: int = 30) -> Timings:
     """Median seconds of one no-grad forward pass of each model on the same batch (moved to each model's device)."""
     def runner(model):
         ids = input_ids.to(next(model.parameters()).device)
@@ -76,3 +107,17 @@ def training_step(model: torch.nn.Module, batch: dict, lr: float = 1e-3, forward
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
+
+
+def linear_calls(model: torch.nn.Module, input_ids: torch.Tensor) -> int:
+    """How many ``nn.Linear`` layers one no-grad forward pass of ``model`` on ``input_ids`` runs.
+    Timings move with whatever else the machine is doing; the work does not (chapter 02)."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return len(calls)
