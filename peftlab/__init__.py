@@ -24,12 +24,12 @@ import logging
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from peftlab.core.inject import ALL_LINEAR, InjectionError, count_parameters
-from peftlab.course.model import course_device, load_base
+from peftlab.course.model import course_device, course_seed, load_base
 from peftlab.course.tasks import TASK_NAMES, load_task
 from peftlab.course.train import TrainConfig, evaluate, train
 from peftlab.methods.lora import (LoraConfig, add_lora, disable_lora, load_lora, merge_and_unload, merge_lora,
                                   remove_lora, save_lora, unmerge_lora)
 
 __all__ = ["ALL_LINEAR", "InjectionError", "LoraConfig", "TASK_NAMES", "TrainConfig", "add_lora", "count_parameters",
-           "course_device", "disable_lora", "evaluate", "load_base", "load_lora", "load_task", "merge_and_unload", "merge_lora",
+           "course_device", "course_seed", "disable_lora", "evaluate", "load_base", "load_lora", "load_task", "merge_and_unload", "merge_lora",
            "remove_lora", "save_lora", "train", "unmerge_lora"]

@@ -5,6 +5,11 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "seeded: asserts a training result; it trains with course_seed(), and "
+                                       "benchmarks/test_seeds.py stores its outcome for seeds 0-4 (data/results/test_seeds.json)")
+
+
 def tiny_llama(seed: int = 0):
     """A random Llama small enough for exact comparisons in milliseconds (no download)."""
     from transformers import LlamaConfig, LlamaForCausalLM

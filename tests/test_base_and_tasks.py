@@ -1,5 +1,6 @@
 """The bundled model, the tasks and the scripts that build them (data/make/): offline, reproducible, and as described."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from peftlab import course_seed  # 0 unless PEFTLAB_SEED: benchmarks/test_seeds.py runs these tests with seeds 0-4
 from peftlab.course import tasks
 from peftlab.course.data import data_path
 from peftlab.course.model import BUNDLED_MODEL, load_base
@@ -102,15 +104,16 @@ def test_base_model_fails_the_tasks_zero_shot(base):
         assert evaluate(model, tokenizer, tasks.load_task(name, "validation"))["accuracy"] < 0.05
 
 
+@pytest.mark.seeded
 def test_exact_match_equals_greedy_generation(base):
     """evaluate()'s teacher-forced exact match is what greedy decoding produces."""
     from peftlab.methods.lora import LoraConfig, add_lora
 
     model, tokenizer = load_base()
-    torch.manual_seed(0)
+    torch.manual_seed(course_seed())
     add_lora(model, LoraConfig(r=8, target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                     "down_proj")))
-    train(model, tokenizer, tasks.load_task("addition"), TrainConfig(steps=120, progress=False))
+    train(model, tokenizer, tasks.load_task("addition"), TrainConfig(steps=120, seed=course_seed(), progress=False))
     rows = tasks.load_task("addition", "validation")[:40]
     greedy = []
     for row in rows:
@@ -132,14 +135,16 @@ def test_load_base_offline_and_from_a_local_folder(tmp_path, monkeypatch):
     assert tokenizer.decode(tokenizer("anna had 3 cats.").input_ids, skip_special_tokens=True) == "anna had 3 cats."
 
 
+@pytest.mark.seeded
 def test_tiny_pretraining_runs_and_learns(tmp_path):
-    log = base_model.pretrain(base_model.PRESETS["tiny"], tmp_path, log_every=1000)
+    preset = dataclasses.replace(base_model.PRESETS["tiny"], seed=course_seed())
+    log = base_model.pretrain(preset, tmp_path, log_every=1000, device="cpu")
     for f in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md", "train_log.json"):
         assert (tmp_path / f).exists(), f
     assert log["history"][-1]["train_loss"] < log["history"][0]["train_loss"] - 1.0
     assert log["val_loss"] < log["unigram_val_loss"]
-    again = base_model.pretrain(base_model.PRESETS["tiny"], tmp_path / "again", log_every=1000)
-    assert again["val_loss"] == log["val_loss"], "same seed, same CPU run"
+    again = base_model.pretrain(preset, tmp_path / "again", log_every=1000, device="cpu")
+    assert again["val_loss"] == log["val_loss"], "same seed, same CPU run: the same computation"
 
 
 def test_missing_bundled_model_says_how_to_fix(monkeypatch, tmp_path):

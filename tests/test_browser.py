@@ -194,7 +194,12 @@ def test_explorer_reacts_in_a_real_browser(browser, lab, pages, name):
         const status = node.querySelector('.widget-html-content');
         return status && status.innerText !== old;
     }""", arg=[index, before["status"]], timeout=60_000)
-    page.wait_for_timeout(1500)  # let plotly finish redrawing
+    # plotly redraws after the status line changes: wait for the drawing itself (a timeout raises), never a fixed time
+    page.wait_for_function("""([i, old]) => {
+        const plot = window.jupyterapp.shell.currentWidget.content.widgets[i].node.querySelector('.js-plotly-plot');
+        return plot && plot.innerHTML !== old;
+    }""", arg=[index, before["svg"]], timeout=60_000, polling=250)
+    page.wait_for_timeout(500)  # for the screenshot only: let the new drawing settle
     after = _state(page, index)
     cell.locator(".jp-OutputArea").screenshot(path=str(ARTIFACTS / f"{slug}_after.png"))
     assert after["errors"] == []

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from peftlab import ALL_LINEAR, load_base, load_task
+from peftlab import ALL_LINEAR, course_seed, load_base, load_task
 from peftlab.core.inject import count_parameters
 from peftlab.course.train import TrainConfig, collate, train
 from peftlab.methods import hybrid
@@ -55,9 +55,10 @@ def test_adapter_on_a_4bit_base_matches_adapterhub_on_bitsandbytes():
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
 
+@pytest.mark.seeded
 @pytest.mark.parametrize("kind", ["prompt+lora", "adapter+lora", "qlora+adapter"])
 def test_each_hybrid_trains_both_parts_and_nothing_else(kind):
-    torch.manual_seed(0)
+    torch.manual_seed(course_seed())
     model, tokenizer = load_base()
     if kind == "prompt+lora":
         hybrid.add_prompt_and_lora(model, PromptTuningConfig(num_virtual_tokens=8), LoraConfig(target_modules=ALL_LINEAR),
@@ -70,7 +71,7 @@ def test_each_hybrid_trains_both_parts_and_nothing_else(kind):
         hybrid.add_qlora_base_and_adapter(model, "task", AdapterConfig())
         parts = (".adapters.task.",)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    losses = train(model, tokenizer, load_task("addition"), TrainConfig(steps=60, progress=False))
+    losses = train(model, tokenizer, load_task("addition"), TrainConfig(steps=60, seed=course_seed(), progress=False))
     assert losses[-1] < losses[0] - 2
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     for part in parts:

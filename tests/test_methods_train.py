@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from peftlab import ALL_LINEAR, load_base, load_task
+from peftlab import ALL_LINEAR, course_seed, load_base, load_task
 from peftlab.course.train import TrainConfig, evaluate, train
 from peftlab.methods import bottleneck, ia3, lora, prompt, qlora
 
@@ -17,15 +17,16 @@ METHODS = {
 }
 
 
+@pytest.mark.seeded
 @pytest.mark.parametrize("method", METHODS)
 def test_method_learns_the_sentiment_format(method):
     add, lr = METHODS[method]
-    torch.manual_seed(0)
+    torch.manual_seed(course_seed())
     model, tokenizer = load_base()
     add(model, tokenizer)
     val = load_task("sentiment", "validation")[:100]
     before = evaluate(model, tokenizer, val)["loss"]
-    losses = train(model, tokenizer, load_task("sentiment"), TrainConfig(steps=60, lr=lr, progress=False))
+    losses = train(model, tokenizer, load_task("sentiment"), TrainConfig(steps=60, lr=lr, seed=course_seed(), progress=False))
     after = evaluate(model, tokenizer, val)["loss"]
     assert losses[-1] < losses[0] / 3
     assert after < before / 3, (before, after)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftlab import ALL_LINEAR, LoraConfig, load_base, load_task
+from peftlab import ALL_LINEAR, LoraConfig, course_seed, load_base, load_task
 from peftlab.core.inject import InjectionError
 from peftlab.course.train import TrainConfig, collate, evaluate, train
 from peftlab.methods.lora import lora_layers, merge_lora, unmerge_lora
@@ -77,16 +77,17 @@ def _gradient_change_after_eval(model, tokenizer) -> float:
     return norm() / before
 
 
+@pytest.mark.seeded
 def test_production_qlora_survives_the_cpu_eval_trap():
     """Train, evaluate (a no-grad pass), train again: the loss must still move, the gradients stay right."""
-    torch.manual_seed(0)
+    torch.manual_seed(course_seed())
     hub, tokenizer = load_base_4bit()
     model = add_lora_peft(hub, LoraConfig(target_modules=ALL_LINEAR))
     rows = load_task("addition")
-    first = train(model, tokenizer, rows, TrainConfig(steps=30, progress=False))
+    first = train(model, tokenizer, rows, TrainConfig(steps=30, seed=course_seed(), progress=False))
     evaluate(model, tokenizer, load_task("addition", "validation")[:50])
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    second = train(model, tokenizer, rows, TrainConfig(steps=30, seed=1, progress=False))
+    second = train(model, tokenizer, rows, TrainConfig(steps=30, seed=course_seed() + 1, progress=False))
     assert second[-1] < first[0] - 1
     changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert len(changed) == len(before), "every LoRA tensor still receives updates after evaluation"
@@ -108,8 +109,9 @@ def test_the_trap_is_real_without_the_guard():
     assert ratio < 0.5
 
 
+@pytest.mark.seeded
 def test_scratch_qlora_trains_only_lora_and_starts_at_the_quantized_base(batch):
-    torch.manual_seed(0)
+    torch.manual_seed(course_seed())
     quantized, tokenizer = load_base()
     quantize_model(quantized, ALL_LINEAR)
     model, _ = load_base()
@@ -117,7 +119,7 @@ def test_scratch_qlora_trains_only_lora_and_starts_at_the_quantized_base(batch):
     assert report["bits_per_parameter"] < 4.2
     torch.testing.assert_close(logits(model, batch), logits(quantized, batch), atol=0, rtol=0)
     buffers = {n: b.clone() for n, b in model.named_buffers()}
-    losses = train(model, tokenizer, load_task("addition"), TrainConfig(steps=40, progress=False))
+    losses = train(model, tokenizer, load_task("addition"), TrainConfig(steps=40, seed=course_seed(), progress=False))
     assert losses[-1] < losses[0] - 1
     assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers()), "4-bit weights never change"
     assert all(("lora_A" in n or "lora_B" in n) == p.requires_grad for n, p in model.named_parameters())

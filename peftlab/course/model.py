@@ -26,6 +26,18 @@ def course_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def course_seed() -> int:
+    """The seed every chapter trains with: 0, unless ``PEFTLAB_SEED`` names another.
+
+    A finding that one seed shows may be luck. ``benchmarks/chapter_seeds.py`` runs every chapter again with
+    ``PEFTLAB_SEED`` = 1, 2, 3, 4 and stores what each of its asserts measured (data/results/chapter_seeds.json), so
+    that an assert on a training result is kept only where it holds for every seed with room to spare."""
+    chosen = os.environ.get("PEFTLAB_SEED", "0")
+    if not chosen.isdigit():
+        raise ValueError(f"PEFTLAB_SEED={chosen!r}: give a whole number such as 0 or 3 (or unset it for 0)")
+    return int(chosen)
+
+
 def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch.float32, seed: int | None = None,
               device: str | torch.device | None = None, **kwargs):
     """``(model, tokenizer)`` for a causal language model, in eval mode on ``device`` (None: :func:`course_device`).
