@@ -171,3 +171,99 @@ def test_qlora_trains_over_bitsandbytes_nf4_weights(tmp_path):
     assert saved["peft_type"] == "LORA" and set(saved["target_modules"]) == set(config.target_modules)
     tensors = load_file(tmp_path / "q" / "adapter_model.safetensors")
     assert any(float(t.abs().max()) > 0 for k, t in tensors.items() if "lora_B" in k), "B moved from zero"
+
+
+# --- a user's data and folders (issue 25) ------------------------------------------------------------------------
+
+def _examples(tmp_path, name, text, **columns):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return load_examples(FinetuneConfig(data=str(path), **columns))
+
+
+def test_every_cell_is_read_as_written(tmp_path):
+    rows = _examples(tmp_path, "a.csv", "prompt,answer\nagent,007\nhalf,0.50\nlist,\"[1, 2]\"\n")
+    assert rows["answer"] == ["007", "0.50", "[1, 2]"], "no type guessing: the text of each cell"
+    rows = _examples(tmp_path, "a.jsonl", '{"prompt": "p", "answer": 1.50}\n{"prompt": "q", "answer": "x"}\n')
+    assert rows["answer"] == ["1.50", "x"], "a JSON number keeps its own text"
+
+
+@pytest.mark.parametrize("name, text, says", [
+    ("empty.csv", "prompt,answer\n1+1=,2\n2+2=,\n3+3=,6\n", r"empty\.csv, line 3, column 'answer' is empty"),
+    ("nan.csv", "prompt,answer\n1+1=,NaN\n", r"nan\.csv, line 2, column 'answer' is 'NaN', an empty cell"),
+    ("ragged.csv", "prompt,answer\n1+1=,2,3\n", r"ragged\.csv, line 2: more cells than the header's 2 columns"),
+    ("latin1.csv", b"prompt,answer\ncaf\xe9,1\n", r"latin1\.csv, line 2: not UTF-8 text"),
+    ("null.jsonl", '{"prompt": "a", "answer": null}\n', r"null\.jsonl, line 1, column 'answer' is null"),
+    ("list.jsonl", '{"prompt": "a", "answer": [1, 2]}\n', r"list\.jsonl, line 1, column 'answer' is a list"),
+    ("broken.jsonl", '{"prompt": "a", "answer": "1"}\n{"prompt": "b", answer}\n', r"broken\.jsonl, line 2: not valid JSON"),
+    ("short.jsonl", '{"prompt": "a", "answer": "1"}\n{"prompt": "b"}\n', r"short\.jsonl, line 2, column 'answer' is missing"),
+])
+def test_bad_data_stops_with_the_file_line_and_column(tmp_path, name, text, says):
+    with pytest.raises(ValueError, match=says):
+        _examples(tmp_path, name, text)
+
+
+@pytest.mark.parametrize("setting, value, says", [
+    ("alpha", float("nan"), "alpha must be a finite number above 0"), ("lr", float("inf"), "lr must be a finite number"),
+    ("lr", 0.0, "lr must be a finite number above 0"), ("dropout", 1.0, r"dropout must be a number in \[0, 1\)"),
+    ("warmup_steps", -1, "warmup_steps must be a whole number of at least 0"), ("batch_size", 0, "batch_size must be"),
+])
+def test_settings_are_checked_where_they_enter(setting, value, says):
+    with pytest.raises(ValueError, match=says):
+        FinetuneConfig(**{setting: value})
+    from peftlab import LoraConfig, TrainConfig
+
+    with pytest.raises(ValueError, match="LoRA alpha must be a finite number above 0"):
+        LoraConfig(alpha=float("nan"))
+    with pytest.raises(ValueError, match="lr must be a finite number above 0"):
+        TrainConfig(lr=float("nan"))
+
+
+def test_the_output_folder_is_never_overwritten_unless_it_is_an_earlier_run(tmp_path, capsys, monkeypatch):
+    from peftlab.production.finetune import check_output_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("mine")
+    assert "holds files that are not a peftlab finetune run" in _fail(capsys, "--data", "addition", "--output", str(project))
+    assert (project / "README.md").read_text() == "mine" and sorted(p.name for p in project.iterdir()) == ["README.md"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert "is a file" in _fail(capsys, "--data", "addition", "--output", str(a_file))
+    model = tmp_path / "model"
+    model.mkdir()
+    with pytest.raises(ValueError, match="inside the model's folder"):
+        check_output_folder(FinetuneConfig(model=str(model), output_dir=str(model / "adapter")))
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "finetune.json").write_text("{}")
+    assert "--overwrite" in _fail(capsys, "--data", "addition", "--output", str(earlier))
+    assert check_output_folder(FinetuneConfig(output_dir=str(earlier), overwrite=True)) == earlier
+
+
+def test_a_run_writes_beside_the_output_and_moves_in_only_when_finished(tmp_path):
+    from transformers import TrainerCallback
+
+    from peftlab.production.finetune import NonFiniteLoss, finetune, partial_folder
+
+    output = tmp_path / "run"
+    config = FinetuneConfig(data="sentiment", output_dir=str(output), steps=2, batch_size=2, progress=False)
+    finetune(config)
+    first = (output / "adapter_model.safetensors").read_bytes()
+    assert (output / "finetune.json").exists() and not partial_folder(output).exists()
+
+    class PoisonAfterOneStep(TrainerCallback):  # a run whose weights become NaN: it must stop and save nothing
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            with torch.no_grad():
+                next(p for n, p in model.named_parameters() if "lora_A" in n).fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLoss, match=r"the loss became nan at step 2; nothing was saved"):
+        finetune(FinetuneConfig(**{**config.__dict__, "overwrite": True, "seed": 1}), callbacks=[PoisonAfterOneStep()])
+    assert (output / "adapter_model.safetensors").read_bytes() == first, "the earlier run is untouched"
+    assert not partial_folder(output).exists(), "and nothing half-written is left beside it"
+    finetune(FinetuneConfig(**{**config.__dict__, "overwrite": True, "seed": 1}))
+    assert (output / "adapter_model.safetensors").read_bytes() != first, "--overwrite replaced it once finished"
+    with pytest.raises(ValueError, match="unfinished peftlab finetune run"):
+        partial_folder(output).mkdir()
+        lora.load_lora(load_base()[0], partial_folder(output))

@@ -48,10 +48,22 @@ def save_folder(out_dir: str | Path, config: dict, tensors: dict[str, torch.Tens
 def load_folder(in_dir: str | Path, config_name: str = "adapter_config.json",
                 weights_name: str = "adapter_model.safetensors") -> tuple[dict, dict[str, torch.Tensor]]:
     in_dir = Path(in_dir)
+    if in_dir.name.endswith(".peftlab-partial"):  # peftlab finetune writes here until the run has finished
+        raise ValueError(f"{in_dir} is an unfinished peftlab finetune run (stopped, or still running): its files may be "
+                         "incomplete; load the finished run's folder, or train again")
     for p in (in_dir / config_name, in_dir / weights_name):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: a saved method folder holds {config_name} and {weights_name}")
-    return json.loads((in_dir / config_name).read_text()), load_file(str(in_dir / weights_name))
+    try:
+        config = json.loads((in_dir / config_name).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{in_dir / config_name} is not valid JSON ({error}); save the adapter again") from None
+    try:
+        tensors = load_file(str(in_dir / weights_name))
+    except Exception as error:  # safetensors raises its own error type for a truncated or foreign file
+        raise ValueError(f"{in_dir / weights_name} cannot be read as safetensors ({str(error).splitlines()[0]}); "
+                         "the file is damaged or incomplete: save the adapter again") from None
+    return config, tensors
 
 
 def check_tensors(expected: dict[str, tuple[int, ...]], tensors: dict[str, torch.Tensor], source: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from peftlab.core import checks
 from peftlab.course.tasks import encode_example
 
 
@@ -28,6 +29,16 @@ class TrainConfig:
     warmup_steps: int = 20
     seed: int = 0
     progress: bool = True      # a tqdm.auto bar: a widget in Jupyter, a line in a terminal
+
+    def __post_init__(self):
+        checks.whole_number("steps", self.steps)
+        checks.whole_number("batch_size", self.batch_size)
+        checks.positive_number("lr", self.lr, " (a learning rate)")
+        checks.whole_number("warmup_steps", self.warmup_steps, minimum=0)
+        checks.whole_number("seed", self.seed, minimum=0)
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be a finite number of at least 0, got {self.weight_decay!r}")
 
 
 def collate(tokenizer, examples: list[dict], device: str | torch.device | None = None) -> dict[str, torch.Tensor]:

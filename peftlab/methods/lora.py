@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftlab.core import checks
 from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
 from peftlab.core.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
                                  forget, freeze_except, is_conv1d, linear_dims, required_wrappers, unwrap, wrap_targets,
@@ -46,8 +47,8 @@ class LoraConfig:
         self.target_modules = tuple(self.target_modules)
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
             raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        checks.fraction("LoRA dropout", self.dropout)
+        checks.positive_number("LoRA alpha", self.alpha, " (the update is scaled by alpha / r)")
 
     @property
     def scaling(self) -> float:

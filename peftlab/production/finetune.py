@@ -22,15 +22,18 @@ the course: the loss counts only the answer tokens and the end-of-text after the
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
+import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from peftlab.core import checks
 from peftlab.core.inject import ALL_LINEAR
 from peftlab.course.data import data_path
 from peftlab.course.tasks import TASK_NAMES
@@ -62,6 +65,7 @@ class FinetuneConfig:
     dtype: str = "auto"                   # "auto": bfloat16 on a GPU that has it, else float32
     progress: bool = True                 # Trainer's tqdm bar (tqdm.auto)
     extra: dict = field(default_factory=dict)  # more transformers.TrainingArguments, by name
+    overwrite: bool = False               # replace output_dir when it holds an earlier peftlab finetune run (only then)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -70,9 +74,14 @@ class FinetuneConfig:
             self.target_modules = (self.target_modules,)
         self.target_modules = tuple(self.target_modules)
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "r"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+            checks.whole_number(name, getattr(self, name))
+        checks.whole_number("warmup_steps", self.warmup_steps, minimum=0)
+        checks.whole_number("seed", self.seed, minimum=0)
+        checks.positive_number("lr", self.lr, " (a learning rate; a 7B model wants about 1e-4)")
+        checks.positive_number("alpha", self.alpha, " (LoRA's update is scaled by alpha / r)")
+        checks.fraction("dropout", self.dropout)
+        if not self.target_modules:
+            raise ValueError("target_modules is empty: name the layers LoRA adapts (default: every linear layer)")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -93,32 +102,104 @@ def data_file(data: str) -> Path:
     return path
 
 
+MISSING_MARKERS = ("nan", "null")  # what spreadsheets and pandas write for an empty cell (compared lower-case)
+
+
+def _text_file(path: Path) -> list[str]:
+    """The file's lines, decoded as UTF-8; a byte that is not UTF-8 stops here, naming its line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8")
+
+
+def _rows_of_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
+    """(columns, [(line, row)], "line"): every cell exactly as written, as text (no type guessing: '007' stays '007')."""
+    reader = csv.DictReader(_text_file(path))
+    rows = []
+    try:
+        for row in reader:
+            if None in row:
+                raise ValueError(f"{path}, line {reader.line_num}: more cells than the header's "
+                                 f"{len(reader.fieldnames)} columns (a comma inside a cell needs quotes)")
+            rows.append((reader.line_num, row))
+    except csv.Error as error:
+        raise ValueError(f"{path}, line {reader.line_num}: {error}") from None
+    return list(reader.fieldnames or []), rows, "line"
+
+
+def _json_text(value, where: str) -> str:
+    if isinstance(value, str):  # numbers arrive as their own text (parse_int/parse_float=str): 1.50 stays '1.50'
+        return value
+    kind = {type(None): "null", bool: "true/false", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    raise ValueError(f"{where} is {kind}; every prompt and answer must be text (a JSON string)")
+
+
+def _rows_of_json(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
+    """(columns, [(number, row)], "line" or "item") of a JSON Lines file (one object a line), or of a .json file holding one list."""
+    lines = _text_file(path)
+    parse = functools.partial(json.loads, parse_int=str, parse_float=str)
+    text = "\n".join(lines).lstrip()
+    if text.startswith("["):  # a JSON array of objects
+        try:
+            items = parse(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from None
+        numbered = [(i + 1, item) for i, item in enumerate(items)]  # without line numbers: the item's position
+        unit = "item"
+    else:
+        numbered, unit = [], "line"
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((number, parse(line)))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}); "
+                                 "a JSON Lines file holds one object a line") from None
+    columns, rows = [], []
+    for number, item in numbered:
+        if not isinstance(item, dict):
+            raise ValueError(f"{path}, {unit} {number}: an example is a JSON object with a prompt and an answer, "
+                             f"not {type(item).__name__}")
+        columns += [c for c in item if c not in columns]
+        rows.append((number, item))
+    return columns, rows, unit
+
+
 def load_examples(config: FinetuneConfig):
-    """The training data as a ``datasets.Dataset`` of ``prompt`` and ``answer`` strings, checked."""
+    """The training data as a ``datasets.Dataset`` of ``prompt`` and ``answer`` strings, read as written.
+
+    Every cell is text exactly as the file has it (a CSV's ``007`` stays ``007``, a JSON ``1.50`` stays ``1.50``).
+    A missing column, an empty cell (or a spreadsheet's ``NaN`` / ``null``), a value that is not text, a malformed
+    line or a file that is not UTF-8 stops the run before anything is written, with one line naming the file, the
+    line and the column."""
     import datasets
 
     path = data_file(config.data)
-    with path.open() as lines:  # stops at the first line with text: a large file is not read twice
-        empty = not any(line.strip() for line in lines)
-    if empty:
-        raise ValueError(f"{path} is empty: it needs one example a line, each with {config.prompt_column!r} and "
+    columns, rows, unit = (_rows_of_csv if path.suffix.lower() == ".csv" else _rows_of_json)(path)
+    if not rows:
+        what = "is empty" if not path.read_bytes().strip() else "has no examples, only a header"
+        raise ValueError(f"{path} {what}: it needs one example a line, each with {config.prompt_column!r} and "
                          f"{config.answer_column!r}")
-    quiet = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()  # reading a small file needs no bar (and in a notebook it leaves one per call)
-    try:
-        table = datasets.load_dataset(DATA_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
-    finally:
-        if not quiet:
-            datasets.enable_progress_bars()
-    missing = [c for c in (config.prompt_column, config.answer_column) if c not in table.column_names]
+    missing = [c for c in (config.prompt_column, config.answer_column) if c not in columns]
     if missing:
-        raise ValueError(f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {table.column_names}. "
+        raise ValueError(f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {columns}. "
                          "Name yours with --prompt-column and --answer-column")
-    if len(table) == 0:
-        raise ValueError(f"{path} has a header but no examples")
-    # a CSV reader turns "58" into the number 58; the model reads text
-    return datasets.Dataset.from_dict({"prompt": [str(x) for x in table[config.prompt_column]],
-                                       "answer": [str(x) for x in table[config.answer_column]]})
+    prompts, answers = [], []
+    for number, row in rows:
+        for column, into in ((config.prompt_column, prompts), (config.answer_column, answers)):
+            where = f"{path}, {unit} {number}, column {column!r}"
+            if column not in row:
+                raise ValueError(f"{where} is missing; every example needs a prompt and an answer")
+            value = _json_text(row[column], where)
+            if not value.strip() or value.strip().lower() in MISSING_MARKERS:
+                raise ValueError(f"{where} is {'empty' if not value.strip() else repr(value) + ', an empty cell'}; "
+                                 "every example needs a prompt and an answer (remove the example or fill it in)")
+            into.append(value)
+    return datasets.Dataset.from_dict({"prompt": prompts, "answer": answers})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -175,6 +256,66 @@ def load_model(config: FinetuneConfig):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the output folder: the user's, so nothing in it is touched until a run has finished
+
+RUN_RECORD = "finetune.json"  # written last: a folder that has it holds a finished peftlab finetune run
+
+
+def partial_folder(output: Path) -> Path:
+    """Where a run writes until it has finished: beside the output folder, renamed onto it at the end, so that an
+    interrupted run leaves the old folder as it was (or nothing) and never a half-written one that looks done."""
+    return output.parent / f".{output.name}.peftlab-partial"
+
+
+def check_output_folder(config: FinetuneConfig) -> Path:
+    """The output folder, if a run may write there; else a ValueError that says why and what to do."""
+    output = Path(config.output_dir)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; give a folder for the adapter (it is created if missing)")
+    if config.model is not None and Path(config.model).exists():
+        model = Path(config.model).resolve()
+        if output.resolve() == model or model in output.resolve().parents:
+            raise ValueError(f"--output {output} is inside the model's folder {config.model}; the run never writes there: "
+                             "give a folder of its own")
+    if output.is_dir() and any(output.iterdir()):
+        if not (output / RUN_RECORD).exists():
+            raise ValueError(f"--output {output} holds files that are not a peftlab finetune run; the run never "
+                             "overwrites them: give a new or empty folder")
+        if not config.overwrite:
+            raise ValueError(f"--output {output} holds an earlier finished run; give a new folder, or --overwrite to "
+                             "replace it (it is replaced only once the new run has finished)")
+    return output
+
+
+def _move_into_place(partial: Path, output: Path) -> None:
+    """Rename the finished run onto ``output``; an earlier run there (checked by check_output_folder) goes last."""
+    old = output.parent / f".{output.name}.peftlab-old"
+    if old.exists():
+        shutil.rmtree(old)
+    if output.exists():
+        output.rename(old)  # the earlier run stays whole until the new one is in place
+    partial.rename(output)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+class NonFiniteLoss(ValueError):
+    """The loss became NaN or infinite: the run stops there and saves nothing."""
+
+
+def _stops_on_a_non_finite_loss(trainer_class, config: FinetuneConfig):
+    class FiniteLossTrainer(trainer_class):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not torch.isfinite(loss.detach()).all():
+                raise NonFiniteLoss(f"the loss became {loss.detach().float().mean().item()} at step "
+                                    f"{self.state.global_step + 1}; nothing was saved. Lower --lr (now {config.lr:g})"
+                                    f"{' or use --dtype float32' if config.dtype in ('float16', 'bfloat16') else ''}")
+            return loss
+    return FiniteLossTrainer
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # training
 
 
@@ -183,7 +324,7 @@ def training_arguments(config: FinetuneConfig):
 
     on_gpu = torch.cuda.is_available()
     arguments = dict(
-        output_dir=config.output_dir, max_steps=config.steps, learning_rate=config.lr,
+        output_dir=str(partial_folder(Path(config.output_dir))), max_steps=config.steps, learning_rate=config.lr,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
         warmup_steps=config.warmup_steps, lr_scheduler_type="constant_with_warmup", weight_decay=0.0,
         seed=config.seed, data_seed=config.seed,
@@ -222,7 +363,11 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
     """
     from transformers import Trainer
 
+    output = check_output_folder(config)     # before anything else: a run that may not write must not start
+    partial = partial_folder(output)
     args = training_arguments(config)  # first: it sets up the processes (torch.distributed) when launched in several
+    if args.process_index == 0 and partial.exists():
+        shutil.rmtree(partial)  # left by a run that was killed outright: the name is this recipe's own
     if args.n_gpu > 1:
         warnings.warn(f"one process sees {args.n_gpu} GPUs: Trainer splits each batch of {config.batch_size} over each of "
                       f"them (DataParallel), so a step takes {args.train_batch_size} examples per accumulation step. For "
@@ -231,23 +376,30 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
     with args.main_process_first():    # the first process reads and caches the data; the others then read its cache
         examples = load_examples(config)
     model, tokenizer = load_model(config)
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=functools.partial(collate, tokenizer),
-                      callbacks=callbacks)
+    trainer = _stops_on_a_non_finite_loss(Trainer, config)(
+        model=model, args=args, train_dataset=examples, data_collator=functools.partial(collate, tokenizer),
+        callbacks=callbacks)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if config.progress:
         trainer.add_callback(_loss_in_the_bar())
-    result = trainer.train()
-    # args.train_batch_size is the batch of one process: batch_size x the GPUs it sees (more than one only when a
-    # single process sees several GPUs: Trainer then splits each batch over them with torch's DataParallel)
-    summary = {"config": asdict(config), "processes": args.world_size, "gpus_per_process": max(1, args.n_gpu),
-               "global_batch": args.train_batch_size * config.gradient_accumulation_steps * args.world_size,
-               "train_loss": result.training_loss,
-               "log": [row for row in trainer.state.log_history if "loss" in row]}
-    trainer.save_model(config.output_dir)  # Trainer writes from the main process only (args.should_save)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(config.output_dir)
-        Path(config.output_dir, "finetune.json").write_text(json.dumps(summary, indent=1) + "\n")
+    main = trainer.is_world_process_zero()
+    try:
+        result = trainer.train()
+        # args.train_batch_size is the batch of one process: batch_size x the GPUs it sees (more than one only when a
+        # single process sees several GPUs: Trainer then splits each batch over them with torch's DataParallel)
+        summary = {"config": asdict(config), "processes": args.world_size, "gpus_per_process": max(1, args.n_gpu),
+                   "global_batch": args.train_batch_size * config.gradient_accumulation_steps * args.world_size,
+                   "train_loss": result.training_loss,
+                   "log": [row for row in trainer.state.log_history if "loss" in row]}
+        trainer.save_model(str(partial))  # Trainer writes from the main process only (args.should_save)
+        if main:
+            tokenizer.save_pretrained(partial)
+            (partial / RUN_RECORD).write_text(json.dumps(summary, indent=1) + "\n")  # last: the run is complete
+            _move_into_place(partial, output)
+    finally:
+        if main and partial.exists():  # an error or an interrupt: nothing half-written is left behind
+            shutil.rmtree(partial)
     return summary

@@ -81,7 +81,7 @@ def finetune_config(args):
                           alpha=args.alpha, dropout=args.dropout, target_modules=tuple(args.targets), steps=args.steps,
                           lr=args.lr, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
                           warmup_steps=args.warmup, seed=args.seed, gradient_checkpointing=args.gradient_checkpointing,
-                          dtype=args.dtype, progress=not args.no_progress)
+                          dtype=args.dtype, progress=not args.no_progress, overwrite=args.overwrite)
 
 
 def add_finetune_arguments(parser) -> None:
@@ -109,6 +109,9 @@ def add_finetune_arguments(parser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--dtype", default=default.dtype, choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output when it holds an earlier peftlab finetune run (only then, and only once "
+                             "the new run has finished); a folder with other files is never written to")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +157,9 @@ def run_finetune(args) -> int:
     except (ValueError, FileNotFoundError) as error:  # bad input: one line that says what is wrong, no traceback
         print(f"peftlab finetune: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"peftlab finetune: interrupted; nothing was written to {args.output}", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {summary['config']['steps']} steps on {summary['processes']} process(es), global batch "
               f"{summary['global_batch']}: mean loss {summary['train_loss']:.4f}; adapter in {args.output}")
