@@ -206,3 +206,23 @@ def test_command_line_reports_and_refuses_clearly(capsys, tmp_path):
     assert "lacks num_hidden_layers" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["memory", "--model", "Llama-2-7B", "--method", "lora"])  # argparse names the valid choices
+
+
+def test_a_config_with_head_dim_counts_its_wider_attention():
+    """Qwen3-0.6B's published config: 16 heads of 128 on a hidden size of 1024 (q_proj is 1024 -> 2048)."""
+    qwen3 = memory.ModelShape.from_config({
+        "num_hidden_layers": 28, "hidden_size": 1024, "intermediate_size": 3072, "num_attention_heads": 16,
+        "num_key_value_heads": 8, "vocab_size": 151936, "tie_word_embeddings": True, "head_dim": 128})
+    assert qwen3.linear_shapes()["q_proj"] == (1024, 2048) and qwen3.linear_shapes()["o_proj"] == (2048, 1024)
+    assert round(qwen3.parameters() / 1e9, 2) == 0.60  # without head_dim it came out at 0.51B
+
+
+def test_a_rank_above_what_a_layer_allows_is_refused_as_add_lora_refuses_it(capsys):
+    from peftlab.tools.cli import main
+
+    with pytest.raises(ValueError, match=r"LoRA rank r=100000 is larger than q_proj \(4096x4096\) allows"):
+        memory.ModelShape.known("Llama-2-7B").lora_parameters(r=100000)
+    assert main(["memory", "--model", "Llama-2-7B", "--r", "100000"]) == 2
+    assert "larger than q_proj" in capsys.readouterr().err
+    assert main(["memory", "--model", "Llama-2-7B", "--method", "QLoRA", "--r", "16"]) == 0
+    assert "QLoRA (r=16 on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)" in capsys.readouterr().out

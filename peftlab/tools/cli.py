@@ -53,7 +53,8 @@ def memory_report(args) -> str:
                                     gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
                                     r=args.r, targets=tuple(args.targets), double_quant=not args.no_double_quant,
                                     dtype=args.dtype, recipe=args.recipe)
-    lines = [f"{shape.parameters() / 1e9:.2f}B parameters; {args.method}, recipe {args.recipe!r} "
+    lora = f" (r={args.r} on {', '.join(args.targets)})" if "LoRA" in args.method else ""
+    lines = [f"{shape.parameters() / 1e9:.2f}B parameters; {args.method}{lora}, recipe {args.recipe!r} "
              f"({memory.RECIPES[args.recipe].description}), {args.dtype}, seq {args.seq} x batch {args.batch}, "
              f"{args.optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}"]
     for part, value in result["parts"].items():
@@ -119,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     tune = commands.add_parser("finetune", help="train a LoRA or QLoRA adapter with transformers' Trainer + peft")
     add_finetune_arguments(tune)
-    mem = commands.add_parser("memory", help="estimate peak GPU memory of training a decoder model")
+    mem = commands.add_parser("memory", help="estimate peak GPU memory of training a decoder model",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # --help shows every default
     mem.add_argument("--model", choices=list(memory.KNOWN_SHAPES))
-    mem.add_argument("--config", help="a transformers config.json (Llama-style decoder)")
+    mem.add_argument("--config", help="a transformers config.json (Llama-style decoder; head_dim is read when set)")
     for name in ("layers", "hidden", "intermediate", "heads", "kv-heads", "vocab"):
         mem.add_argument(f"--{name}", type=int)
     mem.add_argument("--tied", action="store_true", help="input and output embeddings share weights")

@@ -62,14 +62,17 @@ class ModelShape:
     kv_heads: int
     vocab: int
     tied_embeddings: bool = False
+    head_dim: int | None = None  # None: hidden / heads; newer models (Qwen3, Gemma) set it wider than that
 
     def __post_init__(self):
         for field in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab"):
             value = getattr(self, field)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{field} must be a positive integer, got {value!r}")
-        if self.hidden % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
+        if self.head_dim is not None and (not isinstance(self.head_dim, int) or self.head_dim <= 0):
+            raise ValueError(f"head_dim must be a positive integer, got {self.head_dim!r}")
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden}), or give head_dim")
         if self.heads % self.kv_heads:
             raise ValueError(f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
 
@@ -82,7 +85,7 @@ class ModelShape:
             raise ValueError(f"the config lacks {', '.join(missing)}: is it a decoder model's config?")
         return cls(get("num_hidden_layers"), get("hidden_size"), get("intermediate_size"), get("num_attention_heads"),
                    get("num_key_value_heads") or get("num_attention_heads"), get("vocab_size"),
-                   bool(get("tie_word_embeddings", False)))
+                   bool(get("tie_word_embeddings", False)), get("head_dim"))
 
     @classmethod
     def known(cls, name: str) -> "ModelShape":
@@ -91,14 +94,19 @@ class ModelShape:
         return KNOWN_SHAPES[name]
 
     @property
+    def head_width(self) -> int:
+        """Width of one attention head: the config's head_dim, else hidden / heads."""
+        return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    @property
     def kv_width(self) -> int:
         """Output width of k_proj and v_proj (narrower than hidden with grouped-query attention)."""
-        return self.hidden // self.heads * self.kv_heads
+        return self.head_width * self.kv_heads
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear layer in one decoder layer."""
-        h, i, kv = self.hidden, self.intermediate, self.kv_width
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+        h, i, kv, q = self.hidden, self.intermediate, self.kv_width, self.head_width * self.heads
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     def linear_parameters(self) -> int:
@@ -115,8 +123,13 @@ class ModelShape:
         unknown = [t for t in targets if t not in shapes]
         if unknown:
             raise ValueError(f"unknown target(s) {unknown}; a Llama layer has {', '.join(shapes)}")
-        if r <= 0:
-            raise ValueError(f"rank r must be positive, got {r}")
+        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+            raise ValueError(f"rank r must be a positive integer, got {r!r}")
+        too_small = [(t, shapes[t]) for t in targets if r > min(shapes[t])]
+        if too_small:
+            t, (d_in, d_out) = too_small[0]
+            raise ValueError(f"LoRA rank r={r} is larger than {t} ({d_out}x{d_in}) allows: a rank above "
+                             f"min({d_out}, {d_in}) = {min(d_in, d_out)} adds parameters but no expressiveness")
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
 
 
