@@ -153,3 +153,15 @@ def test_missing_bundled_model_says_how_to_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(peftlab.course.model, "BUNDLED_MODEL", tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="data/make/base_model.py"):
         peftlab.course.model.load_base()
+
+
+def test_load_base_says_when_a_path_is_no_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no such folder: /no/such/model"):
+        load_base("/no/such/model")
+    with pytest.raises(FileNotFoundError, match=r"is not a model folder: it has no config.json"):
+        load_base(tmp_path)
+    model, tokenizer = load_base()
+    with pytest.raises(ValueError, match="evaluate got no examples"):
+        evaluate(model, tokenizer, [])
+    with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1, got 0"):
+        evaluate(model, tokenizer, tasks.load_task("addition", "validation")[:2], batch_size=0)

@@ -56,6 +56,13 @@ def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch
     if name_or_path is None and not local:
         raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_MODEL}; a fresh clone has it "
                                 "(git checkout data/base), or rebuild it: python data/make/base_model.py --help")
+    text = str(path)
+    if not local and (text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or "\\" in text):
+        raise FileNotFoundError(f"no such folder: {text} (a model is a local folder with config.json, or a hub id "
+                                "such as 'owner/name')")
+    if local and not (Path(path).is_dir() and (Path(path) / "config.json").exists()):
+        raise FileNotFoundError(f"{text} is not a model folder: it has no config.json (save a model there with "
+                                "save_pretrained, or give the folder that has one)")
     if seed is not None:
         torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)

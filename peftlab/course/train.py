@@ -145,6 +145,9 @@ def evaluate(model, tokenizer, examples: list[dict], batch_size: int = 100, forw
     An example counts as correct when the argmax at every answer position (and the
     closing end-of-text) is the right token -- exactly what greedy decoding would emit.
     """
+    if not examples:
+        raise ValueError("evaluate got no examples: give a list of {'prompt': ..., 'answer': ...} dicts")
+    checks.whole_number("batch_size", batch_size)
     was_training = model.training
     model.eval()
     correct, loss_sum, token_count = 0, 0.0, 0
