@@ -1,5 +1,9 @@
 import sys
 
-from peftlab.tools.cli import main
+try:
+    from peftlab.tools.cli import main
+except KeyboardInterrupt:  # Ctrl-C while torch and transformers are still being imported
+    print("peftlab: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -100,13 +100,17 @@ def test_two_processes_train_the_adapter_one_process_trains_on_the_same_global_b
 def test_only_rank_0_writes_files(runs):
     """Each process may write scratch files (locks of the datasets cache, temporary files); into the output folder
     only rank 0 writes, and it wrote every file there."""
+    from peftlab.production.finetune import partial_folder
+
     out = (runs / "two").resolve()
     started, written = _writes(runs / "audit-two")
     assert {"0", "1"} <= started, f"both training processes should have run; started: {sorted(started)}"
-    inside = {rank: {p for p in paths if Path(p).resolve().parent == out} for rank, paths in written.items()}
+    # a run writes into the partial folder beside the output, renamed onto it once finished
+    places = {out, partial_folder(out)}
+    inside = {rank: {Path(p).name for p in paths if Path(p).resolve().parent in places} for rank, paths in written.items()}
     assert not inside.get("1"), f"rank 1 wrote {sorted(inside['1'])}"
-    files = {str(p.resolve()) for p in out.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "finetune.json"} <= {Path(f).name for f in files}
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "finetune.json"} <= files
     assert files == inside["0"], "every saved file was written by rank 0"
 
 
@@ -186,6 +190,9 @@ def test_every_cell_is_read_as_written(tmp_path):
     assert rows["answer"] == ["007", "0.50", "[1, 2]"], "no type guessing: the text of each cell"
     rows = _examples(tmp_path, "a.jsonl", '{"prompt": "p", "answer": 1.50}\n{"prompt": "q", "answer": "x"}\n')
     assert rows["answer"] == ["1.50", "x"], "a JSON number keeps its own text"
+    long = "1+" * 100_000  # longer than the csv module's default field limit (131,072 characters)
+    rows = _examples(tmp_path, "long.csv", f"prompt,answer\n{long},2\n")
+    assert rows["prompt"] == [long], "a long cell is read whole (--max-length judges it later)"
 
 
 @pytest.mark.parametrize("name, text, says", [
@@ -194,6 +201,7 @@ def test_every_cell_is_read_as_written(tmp_path):
     ("ragged.csv", "prompt,answer\n1+1=,2,3\n", r"ragged\.csv, line 2: more cells than the header's 2 columns"),
     ("latin1.csv", b"prompt,answer\ncaf\xe9,1\n", r"latin1\.csv, line 2: not UTF-8 text"),
     ("null.jsonl", '{"prompt": "a", "answer": null}\n', r"null\.jsonl, line 1, column 'answer' is null"),
+    ("nan.jsonl", '{"prompt": "a", "answer": NaN}\n', r"nan\.jsonl, line 1, column 'answer' is 'NaN', an empty cell"),
     ("list.jsonl", '{"prompt": "a", "answer": [1, 2]}\n', r"list\.jsonl, line 1, column 'answer' is a list"),
     ("broken.jsonl", '{"prompt": "a", "answer": "1"}\n{"prompt": "b", answer}\n', r"broken\.jsonl, line 2: not valid JSON"),
     ("short.jsonl", '{"prompt": "a", "answer": "1"}\n{"prompt": "b"}\n', r"short\.jsonl, line 2, column 'answer' is missing"),
@@ -237,7 +245,7 @@ def test_the_output_folder_is_never_overwritten_unless_it_is_an_earlier_run(tmp_
         check_output_folder(FinetuneConfig(model=str(model), output_dir=str(model / "adapter")))
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    (earlier / "finetune.json").write_text("{}")
+    (earlier / "finetune.json").write_text(json.dumps({"config": {}, "files": []}))
     assert "--overwrite" in _fail(capsys, "--data", "addition", "--output", str(earlier))
     assert check_output_folder(FinetuneConfig(output_dir=str(earlier), overwrite=True)) == earlier
 
@@ -267,3 +275,118 @@ def test_a_run_writes_beside_the_output_and_moves_in_only_when_finished(tmp_path
     with pytest.raises(ValueError, match="unfinished peftlab finetune run"):
         partial_folder(output).mkdir()
         lora.load_lora(load_base()[0], partial_folder(output))
+
+
+def test_examples_longer_than_max_length_lose_the_prompts_start_never_the_answer(tmp_path, capsys, monkeypatch):
+    from peftlab.course.tasks import encode_example
+    from peftlab.production.finetune import encode_examples, max_length_for
+
+    base, tokenizer = load_base()
+    course = load_task("reverse", limit=50)
+    prompts, answers = [ex["prompt"] for ex in course], [ex["answer"] for ex in course]
+    pairs, cut = encode_examples(tokenizer, prompts, answers, ["x"] * 50, 256)
+    assert cut == 0 and pairs == [encode_example(tokenizer, ex) for ex in course], "short examples: exactly the course's"
+
+    long_prompt = "1+1=" * 600
+    (ids, labels), = encode_examples(tokenizer, [long_prompt], ["2"], ["x"], 32)[0]
+    full, _ = encode_example(tokenizer, {"prompt": long_prompt, "answer": "2"})
+    answer = [i for i in labels if i != -100]
+    assert len(ids) == 32 and ids[0] == tokenizer.bos_token_id, "cut to 32 tokens, BOS kept"
+    assert ids[1:] == full[-31:] and answer == full[-len(answer):], "the prompt lost its first tokens, the answer none"
+    with pytest.raises(ValueError, match=r"rows\.jsonl, line 7: the answer is \d+ tokens .* no room for the prompt "
+                                         r"within --max-length 8 \(and 1 more example\(s\)\)"):
+        encode_examples(tokenizer, ["a", "b", "c"], ["9" * 20, "1", "9" * 20], ["rows.jsonl, line 7", "-", "-"], 8)
+    assert max_length_for(FinetuneConfig(), base.config) == 256 == base.config.max_position_embeddings
+    with pytest.raises(ValueError, match="longer than the model's context of 256 positions"):
+        max_length_for(FinetuneConfig(max_length=257), base.config)
+    with pytest.raises(ValueError, match="max_length must be a whole number of at least 2"):
+        FinetuneConfig(max_length=0)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "1+1=", "answer": "2" * 300}) + "\n")
+    error = _fail(capsys, "--data", str(rows), "--output", str(tmp_path / "out"))
+    assert "rows.jsonl, line 1: the answer is" in error and "--max-length 256" in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, text, columns, says", [
+    ("few.csv", "prompt,answer\n1+1=,2\n2+2=\n", {}, r"few\.csv, line 3: fewer cells than the header's 2 columns"),
+    ("same.csv", "prompt,answer\n1+1=,2\n", {"answer_column": "prompt"}, "both name 'prompt'"),
+])
+def test_rows_short_of_a_cell_and_one_column_named_twice_are_refused(tmp_path, name, text, columns, says):
+    with pytest.raises(ValueError, match=says):
+        _examples(tmp_path, name, text, **columns)
+
+
+def test_a_model_folder_a_rank_and_output_paths_are_checked_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "folder.jsonl").mkdir()
+    assert "is a folder; give one .jsonl or .csv file" in _fail(capsys, "--data", str(tmp_path / "folder.jsonl"),
+                                                                "--output", str(tmp_path / "out"))
+    (tmp_path / "notmodel").mkdir()
+    (tmp_path / "notmodel" / "notes.txt").write_text("mine")
+    assert "is not a model folder: it has no config.json" in _fail(
+        capsys, "--data", "addition", "--model", str(tmp_path / "notmodel"), "--output", str(tmp_path / "out"))
+    error = _fail(capsys, "--data", "addition", "--r", "200", "--output", str(tmp_path / "out"))
+    assert "--r 200 is larger than model.layers.0.self_attn.q_proj allows (128 in, 128 out)" in error
+    assert "not found in the base model" in _fail(capsys, "--data", "addition", "--targets", "qproj",
+                                                  "--output", str(tmp_path / "out"))
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "lies inside" in _fail(capsys, "--data", "addition", "--output", str(tmp_path / "notes.txt" / "run"))
+    assert not (tmp_path / "out").exists() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_only_what_the_earlier_run_wrote(tmp_path, capsys, monkeypatch):
+    from peftlab.production.finetune import finetune
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    summary = finetune(FinetuneConfig(data="sentiment", output_dir=str(run), steps=1, batch_size=2, progress=False))
+    assert set(summary["files"]) == {p.name for p in run.iterdir()}, "finetune.json lists every file the run wrote"
+    (run / "my_notes.md").write_text("mine")
+    error = _fail(capsys, "--data", "sentiment", "--output", str(run), "--overwrite")
+    assert "files it did not write (my_notes.md)" in error and (run / "my_notes.md").read_text() == "mine"
+
+
+def test_ctrl_c_ends_with_one_line_and_leaves_nothing(tmp_path):
+    """Whenever the interrupt comes (while the libraries load, or while training), one line and exit status 130."""
+    import signal
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([str(PYTHON), "-m", "peftlab", "finetune", "--data", "addition", "--output", "run",
+                                "--steps", "100000", "--no-progress"], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    time.sleep(12)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert len(lines) == 1 and "interrupted" in lines[0], lines
+    assert list(tmp_path.iterdir()) == [], "no output folder and no partial one"
+
+
+def test_a_gradient_that_becomes_nan_stops_the_run_though_the_loss_is_finite(tmp_path):
+    from transformers import TrainerCallback
+
+    from peftlab.production.finetune import NonFiniteLoss, finetune
+
+    class NanGradient(TrainerCallback):  # the backward pass of one LoRA matrix gives NaN; the forward stays finite
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            next(p for n, p in model.named_parameters() if "lora_B" in n).register_hook(lambda g: g * float("nan"))
+
+    output = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match="a gradient became NaN or infinite at step 1; nothing was saved"):
+        finetune(FinetuneConfig(data="sentiment", output_dir=str(output), steps=2, batch_size=2, progress=False),
+                 callbacks=[NanGradient()])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_line_mistakes_take_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["finetune", "--data", "addition", "--output", "x", "--steps", "1.5"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --steps: invalid int value: '1.5'" in err and "--help" in err

@@ -226,3 +226,16 @@ def test_a_rank_above_what_a_layer_allows_is_refused_as_add_lora_refuses_it(caps
     assert "larger than q_proj" in capsys.readouterr().err
     assert main(["memory", "--model", "Llama-2-7B", "--method", "QLoRA", "--r", "16"]) == 0
     assert "QLoRA (r=16 on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)" in capsys.readouterr().out
+
+
+def test_a_file_that_is_not_json_a_nested_text_config_and_gpu_sizes(capsys, tmp_path):
+    from peftlab.tools.cli import main
+
+    (tmp_path / "notes.txt").write_text("not json")
+    assert main(["memory", "--config", str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt is not a JSON file" in capsys.readouterr().err
+    language = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                "vocab_size": 100}
+    assert memory.ModelShape.from_config({"text_config": language}) == memory.ModelShape.from_config(language)
+    assert main(["memory", "--model", "Llama-2-7B", "--gpu", "nan"]) == 2
+    assert "--gpu must be a finite number above 0" in capsys.readouterr().err

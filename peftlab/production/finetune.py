@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from peftlab.core import checks
 from peftlab.core.inject import ALL_LINEAR
 from peftlab.course.data import data_path
 from peftlab.course.tasks import TASK_NAMES
-from peftlab.course.train import collate
+from peftlab.course.train import pad_batch
 
 METHODS = ("lora", "qlora")
 DATA_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -63,6 +64,8 @@ class FinetuneConfig:
     seed: int = 0
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, about 1/3 more time
     dtype: str = "auto"                   # "auto": bfloat16 on a GPU that has it, else float32
+    max_length: int | None = None         # tokens of prompt + answer + end-of-text; None: the model's context. A longer
+                                          # prompt loses its first tokens (counted); an answer that does not fit stops the run
     progress: bool = True                 # Trainer's tqdm bar (tqdm.auto)
     extra: dict = field(default_factory=dict)  # more transformers.TrainingArguments, by name
     overwrite: bool = False               # replace output_dir when it holds an earlier peftlab finetune run (only then)
@@ -77,6 +80,8 @@ class FinetuneConfig:
             checks.whole_number(name, getattr(self, name))
         checks.whole_number("warmup_steps", self.warmup_steps, minimum=0)
         checks.whole_number("seed", self.seed, minimum=0)
+        if self.max_length is not None:
+            checks.whole_number("max_length", self.max_length, minimum=2)
         checks.positive_number("lr", self.lr, " (a learning rate; a 7B model wants about 1e-4)")
         checks.positive_number("alpha", self.alpha, " (LoRA's update is scaled by alpha / r)")
         checks.fraction("dropout", self.dropout)
@@ -97,6 +102,8 @@ def data_file(data: str) -> Path:
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"--data {data!r} is neither a course task ({', '.join(TASK_NAMES)}) nor an existing file")
+    if path.is_dir():
+        raise ValueError(f"--data {data} is a folder; give one .jsonl or .csv file of examples")
     if path.suffix.lower() not in DATA_FORMATS:
         raise ValueError(f"{path}: unknown format {path.suffix!r}; give a .jsonl (one JSON object a line) or .csv file")
     return path
@@ -107,7 +114,10 @@ MISSING_MARKERS = ("nan", "null")  # what spreadsheets and pandas write for an e
 
 def _text_file(path: Path) -> list[str]:
     """The file's lines, decoded as UTF-8; a byte that is not UTF-8 stops here, naming its line."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read ({error.strerror})") from None
     try:
         return raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
@@ -119,14 +129,20 @@ def _rows_of_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
     """(columns, [(line, row)], "line"): every cell exactly as written, as text (no type guessing: '007' stays '007')."""
     reader = csv.DictReader(_text_file(path))
     rows = []
+    limit = csv.field_size_limit(sys.maxsize)  # a long cell is the length check's to judge, not the csv module's
     try:
         for row in reader:
             if None in row:
                 raise ValueError(f"{path}, line {reader.line_num}: more cells than the header's "
                                  f"{len(reader.fieldnames)} columns (a comma inside a cell needs quotes)")
+            if None in row.values():
+                raise ValueError(f"{path}, line {reader.line_num}: fewer cells than the header's "
+                                 f"{len(reader.fieldnames)} columns ({', '.join(reader.fieldnames)})")
             rows.append((reader.line_num, row))
     except csv.Error as error:
         raise ValueError(f"{path}, line {reader.line_num}: {error}") from None
+    finally:
+        csv.field_size_limit(limit)
     return list(reader.fieldnames or []), rows, "line"
 
 
@@ -140,7 +156,7 @@ def _json_text(value, where: str) -> str:
 def _rows_of_json(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
     """(columns, [(number, row)], "line" or "item") of a JSON Lines file (one object a line), or of a .json file holding one list."""
     lines = _text_file(path)
-    parse = functools.partial(json.loads, parse_int=str, parse_float=str)
+    parse = functools.partial(json.loads, parse_int=str, parse_float=str, parse_constant=str)  # NaN stays 'NaN'
     text = "\n".join(lines).lstrip()
     if text.startswith("["):  # a JSON array of objects
         try:
@@ -178,6 +194,15 @@ def load_examples(config: FinetuneConfig):
     line and the column."""
     import datasets
 
+    prompts, answers, _ = read_examples(config)
+    return datasets.Dataset.from_dict({"prompt": prompts, "answer": answers})
+
+
+def read_examples(config: FinetuneConfig) -> tuple[list[str], list[str], list[str]]:
+    """``(prompts, answers, where)``: ``load_examples``' data, and where in the file each example is ("x.csv, line 3")."""
+    if config.prompt_column == config.answer_column:
+        raise ValueError(f"--prompt-column and --answer-column both name {config.prompt_column!r}; the prompt and the "
+                         "answer are two columns")
     path = data_file(config.data)
     columns, rows, unit = (_rows_of_csv if path.suffix.lower() == ".csv" else _rows_of_json)(path)
     if not rows:
@@ -188,8 +213,9 @@ def load_examples(config: FinetuneConfig):
     if missing:
         raise ValueError(f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {columns}. "
                          "Name yours with --prompt-column and --answer-column")
-    prompts, answers = [], []
+    prompts, answers, where_from = [], [], []
     for number, row in rows:
+        where_from.append(f"{path}, {unit} {number}")
         for column, into in ((config.prompt_column, prompts), (config.answer_column, answers)):
             where = f"{path}, {unit} {number}, column {column!r}"
             if column not in row:
@@ -199,7 +225,65 @@ def load_examples(config: FinetuneConfig):
                 raise ValueError(f"{where} is {'empty' if not value.strip() else repr(value) + ', an empty cell'}; "
                                  "every example needs a prompt and an answer (remove the example or fill it in)")
             into.append(value)
-    return datasets.Dataset.from_dict({"prompt": prompts, "answer": answers})
+    return prompts, answers, where_from
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# lengths: what the model can take
+
+
+def model_context(model_config) -> int | None:
+    """The most positions the model was built for (``max_position_embeddings``, GPT-2's ``n_positions``), if it says."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def max_length_for(config: FinetuneConfig, model_config) -> int:
+    """``--max-length``, or the model's context; longer than the context is refused (positions past it were never trained,
+    and GPT-2-style learned positions have no embedding there)."""
+    context = model_context(model_config)
+    if config.max_length is None:
+        if context is None:
+            raise ValueError("the model's config names no context length (max_position_embeddings); give --max-length")
+        return context
+    if context is not None and config.max_length > context:
+        raise ValueError(f"--max-length {config.max_length} is longer than the model's context of {context} positions; "
+                         f"give at most {context}")
+    return config.max_length
+
+
+def encode_examples(tokenizer, prompts: list[str], answers: list[str], where: list[str], max_length: int):
+    """``(pairs, cut)``: each example's ``(input_ids, labels)`` as ``encode_example`` makes them, at most ``max_length``
+    long, and how many prompts were cut to fit.
+
+    A prompt too long loses its first tokens (the special tokens the tokenizer puts first, such as BOS, stay): what
+    comes just before the answer is what the model needs most. An answer is never cut, since the model would learn to
+    stop early; an example whose answer (with end-of-text) leaves no room for a prompt stops the run, naming it."""
+    starts = tokenizer("", verbose=False)["input_ids"]  # what the tokenizer puts before any text (BOS, or nothing)
+    prompt_ids = tokenizer(prompts, verbose=False)["input_ids"]  # the same calls as encode_example, batched
+    answer_ids = tokenizer(answers, add_special_tokens=False, verbose=False)["input_ids"]
+    pairs, cut, too_long = [], 0, []
+    for prompt, answer, place in zip(prompt_ids, answer_ids, where):
+        answer = answer + [tokenizer.eos_token_id]
+        if len(prompt) + len(answer) > max_length:
+            head = starts if prompt[: len(starts)] == starts else []
+            room = max_length - len(answer) - len(head)
+            if room < 1:
+                too_long.append((place, len(answer)))
+                continue
+            prompt = head + prompt[len(head):][-room:]
+            cut += 1
+        pairs.append((prompt + answer, [-100] * len(prompt) + answer))
+    if too_long:
+        place, tokens = too_long[0]
+        more = f" (and {len(too_long) - 1} more example(s))" if len(too_long) > 1 else ""
+        raise ValueError(f"{place}: the answer is {tokens} tokens with the end-of-text, which leaves no room for the "
+                         f"prompt within --max-length {max_length}{more}; answers are never cut: shorten them, or raise "
+                         "--max-length (up to the model's context)")
+    return pairs, cut
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,6 +307,9 @@ def load_model(config: FinetuneConfig):
 
     name = str(data_path("base")) if config.model is None else config.model
     local = Path(name).exists()
+    if local and not (Path(name) / "config.json").is_file():
+        raise ValueError(f"--model {name} is not a model folder: it has no config.json (give the folder a model was "
+                         "saved to with save_pretrained, or a hub id)")
     if not local and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
         raise ValueError(f"--model {name!r} is not a local folder, and the hub is switched off (HF_HUB_OFFLINE="
                          f"{os.environ['HF_HUB_OFFLINE']}); give the folder of a downloaded model, or go online")
@@ -236,8 +323,9 @@ def load_model(config: FinetuneConfig):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    except OSError as error:  # no such hub id, no network, or a folder that is not a model
-        raise ValueError(f"--model {name!r} could not be loaded: {error}".splitlines()[0]) from None
+    except Exception as error:  # no such hub id, no network, a damaged or foreign folder: the user's input, not a bug
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--model {name!r} could not be loaded as a causal language model: {first}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.method == "qlora":
@@ -252,7 +340,22 @@ def load_model(config: FinetuneConfig):
     set_seed(config.seed)  # the LoRA matrices start the same in every process and every run
     lora = peft.LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
                            target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
-    return peft.get_peft_model(model, lora), tokenizer
+    try:
+        model = peft.get_peft_model(model, lora)
+    except ValueError as error:  # peft's own words, e.g. a target module the model does not have
+        raise ValueError(f"--targets {' '.join(config.target_modules)}: {str(error).strip().splitlines()[0]}") from None
+    check_rank(model, config.r)
+    return model, tokenizer
+
+
+def check_rank(model, r: int) -> None:
+    """Refuse a rank above a layer's smaller side, as the course's ``add_lora`` does: the update ``B @ A`` cannot have a
+    rank above min(in, out), so the extra rows only cost memory and time."""
+    for name, module in model.named_modules():
+        sizes = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+        if hasattr(module, "lora_A") and all(isinstance(n, int) for n in sizes) and r > min(sizes):
+            raise ValueError(f"--r {r} is larger than {name.removeprefix('base_model.model.')} allows "
+                             f"({sizes[0]} in, {sizes[1]} out): a LoRA update has rank at most {min(sizes)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,6 +372,8 @@ def partial_folder(output: Path) -> Path:
 
 def check_output_folder(config: FinetuneConfig) -> Path:
     """The output folder, if a run may write there; else a ValueError that says why and what to do."""
+    if not str(config.output_dir).strip():
+        raise ValueError("--output is empty; name the folder for the adapter (it is created if missing)")
     output = Path(config.output_dir)
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file; give a folder for the adapter (it is created if missing)")
@@ -277,14 +382,43 @@ def check_output_folder(config: FinetuneConfig) -> Path:
         if output.resolve() == model or model in output.resolve().parents:
             raise ValueError(f"--output {output} is inside the model's folder {config.model}; the run never writes there: "
                              "give a folder of its own")
+    parent = output.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--output {output} lies inside {parent}, which is a file; give a folder's path")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--output {output}: no permission to write in {parent}; give a folder you can write to")
     if output.is_dir() and any(output.iterdir()):
-        if not (output / RUN_RECORD).exists():
+        written = _files_of_a_run(output)
+        if written is None:
             raise ValueError(f"--output {output} holds files that are not a peftlab finetune run; the run never "
                              "overwrites them: give a new or empty folder")
+        others = sorted(p.name for p in output.iterdir() if p.name not in written)
+        if others:
+            raise ValueError(f"--output {output} holds an earlier run and files it did not write ({', '.join(others[:3])}"
+                             f"{' ...' if len(others) > 3 else ''}); they are yours: move them, or give a new folder")
         if not config.overwrite:
             raise ValueError(f"--output {output} holds an earlier finished run; give a new folder, or --overwrite to "
                              "replace it (it is replaced only once the new run has finished)")
     return output
+
+
+def _files_of_a_run(folder: Path) -> set[str] | None:
+    """The names a finished run wrote into ``folder`` (its finetune.json lists them), or None if it holds no run."""
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text())
+    except (OSError, ValueError):  # no finetune.json, or one that is not this recipe's
+        return None
+    if not isinstance(record, dict) or "config" not in record:
+        return None
+    return set(record.get("files", RUN_FILES)) | {RUN_RECORD}
+
+
+# what a run wrote before finetune.json listed its files: peft's adapter and model card, Trainer's arguments, a tokenizer
+RUN_FILES = ("adapter_model.safetensors", "adapter_config.json", "README.md", "training_args.bin", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model",
+             "added_tokens.json", "chat_template.jinja")
 
 
 def _move_into_place(partial: Path, output: Path) -> None:
@@ -306,11 +440,15 @@ class NonFiniteLoss(ValueError):
 def _stops_on_a_non_finite_loss(trainer_class, config: FinetuneConfig):
     class FiniteLossTrainer(trainer_class):
         def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)  # forward and backward
+            what = None
             if not torch.isfinite(loss.detach()).all():
-                raise NonFiniteLoss(f"the loss became {loss.detach().float().mean().item()} at step "
-                                    f"{self.state.global_step + 1}; nothing was saved. Lower --lr (now {config.lr:g})"
-                                    f"{' or use --dtype float32' if config.dtype in ('float16', 'bfloat16') else ''}")
+                what = f"the loss became {loss.detach().float().mean().item()}"
+            elif not all(bool(p.grad.isfinite().all()) for p in model.parameters() if p.grad is not None):
+                what = "a gradient became NaN or infinite"  # the loss is finite, but the step would poison the weights
+            if what:
+                raise NonFiniteLoss(f"{what} at step {self.state.global_step + 1}; nothing was saved. Lower --lr (now "
+                                    f"{config.lr:g}){' or use --dtype float32' if config.dtype in ('float16', 'bfloat16') else ''}")
             return loss
     return FiniteLossTrainer
 
@@ -336,7 +474,10 @@ def training_arguments(config: FinetuneConfig):
         ddp_find_unused_parameters=False,     # every LoRA matrix gets a gradient at every step
     )
     arguments.update(config.extra)
-    return TrainingArguments(**arguments)
+    try:
+        return TrainingArguments(**arguments)
+    except TypeError as error:  # a misspelt name in ``extra``
+        raise ValueError(f"extra: {error} (extra takes transformers.TrainingArguments' own names)") from None
 
 
 def _loss_in_the_bar():
@@ -361,6 +502,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
     ``PeftModel.from_pretrained(base, output_dir)``), the tokenizer, and ``finetune.json`` (this
     config, the number of processes, and the loss logged along the way).
     """
+    import datasets
     from transformers import Trainer
 
     output = check_output_folder(config)     # before anything else: a run that may not write must not start
@@ -373,12 +515,17 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
                       f"them (DataParallel), so a step takes {args.train_batch_size} examples per accumulation step. For "
                       "data-parallel training start one process per GPU: accelerate launch --multi_gpu --num_processes "
                       f"{args.n_gpu} -m peftlab finetune ...; for one GPU, set CUDA_VISIBLE_DEVICES=0", stacklevel=2)
-    with args.main_process_first():    # the first process reads and caches the data; the others then read its cache
-        examples = load_examples(config)
+    prompts, answers, where = read_examples(config)  # a bad file stops the run here, before the model is loaded
     model, tokenizer = load_model(config)
+    max_length = max_length_for(config, model.config)
+    pairs, cut = encode_examples(tokenizer, prompts, answers, where, max_length)
+    if cut and args.process_index == 0:
+        print(f"peftlab finetune: {cut} of {len(pairs)} prompts were longer than --max-length {max_length} allows with "
+              "their answer, and lost their first tokens", file=sys.stderr)
+    examples = datasets.Dataset.from_dict({"input_ids": [ids for ids, _ in pairs], "labels": [labels for _, labels in pairs]})
     trainer = _stops_on_a_non_finite_loss(Trainer, config)(
-        model=model, args=args, train_dataset=examples, data_collator=functools.partial(collate, tokenizer),
-        callbacks=callbacks)
+        model=model, args=args, train_dataset=examples, callbacks=callbacks,
+        data_collator=lambda rows: pad_batch([(row["input_ids"], row["labels"]) for row in rows], tokenizer.pad_token_id))
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -392,11 +539,12 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> dict:
         # single process sees several GPUs: Trainer then splits each batch over them with torch's DataParallel)
         summary = {"config": asdict(config), "processes": args.world_size, "gpus_per_process": max(1, args.n_gpu),
                    "global_batch": args.train_batch_size * config.gradient_accumulation_steps * args.world_size,
-                   "train_loss": result.training_loss,
+                   "train_loss": result.training_loss, "max_length": max_length, "prompts_cut": cut,
                    "log": [row for row in trainer.state.log_history if "loss" in row]}
         trainer.save_model(str(partial))  # Trainer writes from the main process only (args.should_save)
         if main:
             tokenizer.save_pretrained(partial)
+            summary["files"] = sorted(p.name for p in partial.iterdir()) + [RUN_RECORD]  # what --overwrite may replace
             (partial / RUN_RECORD).write_text(json.dumps(summary, indent=1) + "\n")  # last: the run is complete
             _move_into_place(partial, output)
     finally:

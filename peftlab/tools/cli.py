@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from peftlab.core import checks
 from peftlab.core.inject import ALL_LINEAR
 from peftlab.tools import memory
 
@@ -38,7 +39,11 @@ def _shape(args) -> memory.ModelShape:
         if not path.is_file():
             raise ValueError(f"no config file at {path}")
         try:
-            return memory.ModelShape.from_config(json.loads(path.read_text()))
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not a JSON file ({error}); give a model's config.json") from None
+        try:
+            return memory.ModelShape.from_config(config)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
     if any(n is None for n in numbers):
@@ -49,6 +54,8 @@ def _shape(args) -> memory.ModelShape:
 
 def memory_report(args) -> str:
     shape = _shape(args)
+    for gpu in args.gpu:
+        checks.positive_number("--gpu", gpu, " (a GPU's memory in GB)")
     result = memory.training_memory(shape, args.method, seq=args.seq, batch=args.batch,
                                     gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer,
                                     r=args.r, targets=tuple(args.targets), double_quant=not args.no_double_quant,
@@ -82,7 +89,8 @@ def finetune_config(args):
                           alpha=args.alpha, dropout=args.dropout, target_modules=tuple(args.targets), steps=args.steps,
                           lr=args.lr, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
                           warmup_steps=args.warmup, seed=args.seed, gradient_checkpointing=args.gradient_checkpointing,
-                          dtype=args.dtype, progress=not args.no_progress, overwrite=args.overwrite)
+                          dtype=args.dtype, max_length=args.max_length, progress=not args.no_progress,
+                          overwrite=args.overwrite)
 
 
 def add_finetune_arguments(parser) -> None:
@@ -109,14 +117,34 @@ def add_finetune_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=default.seed)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--dtype", default=default.dtype, choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--max-length", type=int, default=default.max_length,
+                        help="most tokens of prompt + answer + end-of-text (default: the model's context). A longer "
+                             "prompt loses its first tokens and is counted; an answer is never cut: an example whose "
+                             "answer does not fit stops the run, naming its line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output when it holds an earlier peftlab finetune run (only then, and only once "
                              "the new run has finished); a folder with other files is never written to")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake told in one line (argparse's own prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists every option)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftlab")
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before or after the work (while the libraries load): one line, no traceback
+        if int(os.environ.get("RANK", 0)) == 0:
+            print("peftlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = Parser(prog="peftlab")
     commands = parser.add_subparsers(dest="command", required=True)
     tune = commands.add_parser("finetune", help="train a LoRA or QLoRA adapter with transformers' Trainer + peft")
     add_finetune_arguments(tune)
@@ -159,8 +187,9 @@ def run_finetune(args) -> int:
     except (ValueError, FileNotFoundError) as error:  # bad input: one line that says what is wrong, no traceback
         print(f"peftlab finetune: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"peftlab finetune: interrupted; nothing was written to {args.output}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of a launch; one of them says so
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"peftlab finetune: interrupted; nothing was written to {args.output}", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {summary['config']['steps']} steps on {summary['processes']} process(es), global batch "

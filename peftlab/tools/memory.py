@@ -79,7 +79,11 @@ class ModelShape:
     @classmethod
     def from_config(cls, config) -> "ModelShape":
         """From a ``transformers`` Llama-style config, or a dict with its keys (a ``config.json``)."""
-        get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+        if not isinstance(config, dict):
+            config = config.to_dict() if hasattr(config, "to_dict") else vars(config)
+        if "num_hidden_layers" not in config and isinstance(config.get("text_config"), dict):
+            config = config["text_config"]  # a vision-language model's config: the language model's shape is nested
+        get = config.get
         missing = [k for k in CONFIG_KEYS if get(k) is None]
         if missing:
             raise ValueError(f"the config lacks {', '.join(missing)}: is it a decoder model's config?")
