@@ -165,3 +165,18 @@ def test_load_base_says_when_a_path_is_no_model(tmp_path):
         evaluate(model, tokenizer, [])
     with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1, got 0"):
         evaluate(model, tokenizer, tasks.load_task("addition", "validation")[:2], batch_size=0)
+
+
+def test_examples_limits_and_hub_ids_are_checked_where_they_enter(monkeypatch):
+    from peftlab.course.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match=r"limit must be a whole number of at least 0 \(or None: all\), got -1"):
+        tasks.load_task("addition", limit=-1)  # it sliced [:-1]: every example but the last
+    model, tokenizer = load_base()
+    for run in (lambda: evaluate(model, tokenizer, ["1+1="]),
+                lambda: train(model, tokenizer, [{"prompt": "1+1=", "answer": 2}], TrainConfig(steps=1, progress=False))):
+        with pytest.raises(ValueError, match=r"example 0 is .*each example is a dict with a 'prompt' and an 'answer' string"):
+            run()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"someone/nothing is not a local folder, and the hub is switched off"):
+        load_base("someone/nothing")

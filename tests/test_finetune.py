@@ -190,6 +190,8 @@ def test_every_cell_is_read_as_written(tmp_path):
     assert rows["answer"] == ["007", "0.50", "[1, 2]"], "no type guessing: the text of each cell"
     rows = _examples(tmp_path, "a.jsonl", '{"prompt": "p", "answer": 1.50}\n{"prompt": "q", "answer": "x"}\n')
     assert rows["answer"] == ["1.50", "x"], "a JSON number keeps its own text"
+    rows = _examples(tmp_path, "b.jsonl", '{"prompt": "p", "answer": "null"}\n{"prompt": "q", "answer": "NaN"}\n')
+    assert rows["answer"] == ["null", "NaN"], "in JSON, a string is text whatever it says (only CSV has no null)"
     long = "1+" * 100_000  # longer than the csv module's default field limit (131,072 characters)
     rows = _examples(tmp_path, "long.csv", f"prompt,answer\n{long},2\n")
     assert rows["prompt"] == [long], "a long cell is read whole (--max-length judges it later)"
@@ -201,7 +203,7 @@ def test_every_cell_is_read_as_written(tmp_path):
     ("ragged.csv", "prompt,answer\n1+1=,2,3\n", r"ragged\.csv, line 2: more cells than the header's 2 columns"),
     ("latin1.csv", b"prompt,answer\ncaf\xe9,1\n", r"latin1\.csv, line 2: not UTF-8 text"),
     ("null.jsonl", '{"prompt": "a", "answer": null}\n', r"null\.jsonl, line 1, column 'answer' is null"),
-    ("nan.jsonl", '{"prompt": "a", "answer": NaN}\n', r"nan\.jsonl, line 1, column 'answer' is 'NaN', an empty cell"),
+    ("nan.jsonl", '{"prompt": "a", "answer": NaN}\n', r"nan\.jsonl, line 1, column 'answer' is NaN, not a number"),
     ("list.jsonl", '{"prompt": "a", "answer": [1, 2]}\n', r"list\.jsonl, line 1, column 'answer' is a list"),
     ("broken.jsonl", '{"prompt": "a", "answer": "1"}\n{"prompt": "b", answer}\n', r"broken\.jsonl, line 2: not valid JSON"),
     ("short.jsonl", '{"prompt": "a", "answer": "1"}\n{"prompt": "b"}\n', r"short\.jsonl, line 2, column 'answer' is missing"),
@@ -334,6 +336,10 @@ def test_a_model_folder_a_rank_and_output_paths_are_checked_before_training(tmp_
                                                   "--output", str(tmp_path / "out"))
     (tmp_path / "notes.txt").write_text("mine")
     assert "lies inside" in _fail(capsys, "--data", "addition", "--output", str(tmp_path / "notes.txt" / "run"))
+    monkeypatch.chdir(tmp_path)
+    assert "is the folder you are in" in _fail(capsys, "--data", "addition", "--output", ".")
+    (tmp_path / "link").symlink_to(tmp_path / "notmodel")
+    assert "is a link" in _fail(capsys, "--data", "addition", "--output", "link")
     assert not (tmp_path / "out").exists() and (tmp_path / "notes.txt").read_text() == "mine"
 
 

@@ -63,12 +63,19 @@ def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch
     if local and not (Path(path).is_dir() and (Path(path) / "config.json").exists()):
         raise FileNotFoundError(f"{text} is not a model folder: it has no config.json (save a model there with "
                                 "save_pretrained, or give the folder that has one)")
+    if not local and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        raise FileNotFoundError(f"{text} is not a local folder, and the hub is switched off (HF_HUB_OFFLINE="
+                                f"{os.environ['HF_HUB_OFFLINE']}): give the folder of a downloaded model, or go online")
     if seed is not None:
         torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local, **kwargs)
+    except OSError as error:  # no such hub id, no network, a folder without weights: transformers' pages of text
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(f"{text} could not be loaded: {first}") from None
     if tokenizer.pad_token is None:  # many causal LMs ship without one; batching needs it
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local, **kwargs)
     if "quantization_config" not in kwargs and "device_map" not in kwargs:
         model.to(course_device() if device is None else torch.device(device))
     elif device is not None:

@@ -37,13 +37,28 @@ def load_task(name: str, split: str = "train", limit: int | None = None) -> list
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split {split!r}; the splits are {', '.join(SPLIT_SIZES)}")
     rows = [json.loads(line) for line in data_path("tasks", name, f"{split}.jsonl").read_text().splitlines()]
-    return rows[:limit] if limit is not None else rows
+    return rows[:_limit(limit)] if limit is not None else rows
+
+
+def _limit(limit) -> int:
+    """A limit is a count: a negative one would slice from the end (limit=-1: all but the last), silently."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a whole number of at least 0 (or None: all), got {limit!r}")
+    return limit
+
+
+def check_examples(examples, who: str) -> None:
+    """Raise a ValueError naming the first example that is not a ``{"prompt": str, "answer": str}`` dict."""
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict) or not all(isinstance(example.get(k), str) for k in ("prompt", "answer")):
+            raise ValueError(f"{who}: example {i} is {example!r:.80}; each example is a dict with a 'prompt' and an "
+                             "'answer' string, as load_task returns them")
 
 
 def load_stories(limit: int | None = None) -> list[str]:
     """Held-out stories of the base model's pretraining corpus: the first 300 of its validation split."""
     stories = [json.loads(line) for line in data_path("stories", "validation.jsonl").read_text().splitlines()]
-    return stories[:limit] if limit is not None else stories
+    return stories[:_limit(limit)] if limit is not None else stories
 
 
 def encode_example(tokenizer, example: dict) -> tuple[list[int], list[int]]:

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from peftlab.core import checks
-from peftlab.course.tasks import encode_example
+from peftlab.course.tasks import check_examples, encode_example
 
 
 @dataclass
@@ -102,7 +102,8 @@ def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = N
     """
     config = config if config is not None else TrainConfig()
     if not examples:
-        raise ValueError("no training examples")
+        raise ValueError("train got no examples: give a list of {'prompt': ..., 'answer': ...} dicts")
+    check_examples(examples, "train")
     params = trainable_parameters(model)
     torch.manual_seed(config.seed)
     # foreach: one call updates every tensor (the CPU default loops over them in Python); the same update
@@ -147,6 +148,7 @@ def evaluate(model, tokenizer, examples: list[dict], batch_size: int = 100, forw
     """
     if not examples:
         raise ValueError("evaluate got no examples: give a list of {'prompt': ..., 'answer': ...} dicts")
+    check_examples(examples, "evaluate")
     checks.whole_number("batch_size", batch_size)
     was_training = model.training
     model.eval()

@@ -109,7 +109,7 @@ def data_file(data: str) -> Path:
     return path
 
 
-MISSING_MARKERS = ("nan", "null")  # what spreadsheets and pandas write for an empty cell (compared lower-case)
+MISSING_MARKERS = ("nan", "null")  # what spreadsheets and pandas write into a CSV for an empty cell (lower-cased)
 
 
 def _text_file(path: Path) -> list[str]:
@@ -146,17 +146,22 @@ def _rows_of_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
     return list(reader.fieldnames or []), rows, "line"
 
 
+class NotText(str):
+    """JSON's NaN, Infinity and -Infinity (Python's json module reads them): a number that is not one, never an answer."""
+
+
 def _json_text(value, where: str) -> str:
-    if isinstance(value, str):  # numbers arrive as their own text (parse_int/parse_float=str): 1.50 stays '1.50'
+    if isinstance(value, str) and not isinstance(value, NotText):  # numbers arrive as their own text: 1.50 stays '1.50'
         return value
-    kind = {type(None): "null", bool: "true/false", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    kind = {type(None): "null", bool: "true/false", list: "a list", dict: "an object",
+            NotText: f"{value}, not a number"}.get(type(value), type(value).__name__)
     raise ValueError(f"{where} is {kind}; every prompt and answer must be text (a JSON string)")
 
 
 def _rows_of_json(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
     """(columns, [(number, row)], "line" or "item") of a JSON Lines file (one object a line), or of a .json file holding one list."""
     lines = _text_file(path)
-    parse = functools.partial(json.loads, parse_int=str, parse_float=str, parse_constant=str)  # NaN stays 'NaN'
+    parse = functools.partial(json.loads, parse_int=str, parse_float=str, parse_constant=NotText)
     text = "\n".join(lines).lstrip()
     if text.startswith("["):  # a JSON array of objects
         try:
@@ -221,7 +226,7 @@ def read_examples(config: FinetuneConfig) -> tuple[list[str], list[str], list[st
             if column not in row:
                 raise ValueError(f"{where} is missing; every example needs a prompt and an answer")
             value = _json_text(row[column], where)
-            if not value.strip() or value.strip().lower() in MISSING_MARKERS:
+            if not value.strip() or (path.suffix.lower() == ".csv" and value.strip().lower() in MISSING_MARKERS):
                 raise ValueError(f"{where} is {'empty' if not value.strip() else repr(value) + ', an empty cell'}; "
                                  "every example needs a prompt and an answer (remove the example or fill it in)")
             into.append(value)
@@ -375,6 +380,10 @@ def check_output_folder(config: FinetuneConfig) -> Path:
     if not str(config.output_dir).strip():
         raise ValueError("--output is empty; name the folder for the adapter (it is created if missing)")
     output = Path(config.output_dir)
+    if output.is_symlink():
+        raise ValueError(f"--output {output} is a link; give the folder it points to, or a new folder")
+    if output.resolve() == Path.cwd().resolve() or output.resolve() in Path.cwd().resolve().parents:
+        raise ValueError(f"--output {output} is the folder you are in (or holds it); give a new folder for the run")
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file; give a folder for the adapter (it is created if missing)")
     if config.model is not None and Path(config.model).exists():
