@@ -16,8 +16,13 @@ averaged over the answer tokens of the whole global batch (``average_tokens_acro
 so two processes with batch 4 train exactly as one process with batch 8 (tests/test_finetune.py).
 
 Data: a course task by name (``addition``, ``sentiment``, ``reverse``) or a JSONL/CSV file with a
-prompt column and an answer column. The model learns to write the answer after the prompt, as in
-the course: the loss counts only the answer tokens and the end-of-text after them.
+prompt column and an answer column, read as written (every cell is text; a bad cell or line stops the
+run, naming the file, line and column). The model learns to write the answer after the prompt, as in
+the course: the loss counts only the answer tokens and the end-of-text after them. ``max_length``
+bounds an example: a long prompt loses its first tokens, an answer is never cut.
+
+A user's folders are theirs: a run writes beside ``output_dir`` and moves in only once finished, never
+into a folder that holds anything but an earlier run (and that only with ``overwrite``).
 """
 
 from __future__ import annotations
