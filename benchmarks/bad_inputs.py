@@ -135,7 +135,7 @@ CASES = [
          before=cli("finetune", "--data", "addition", "--output", "run", *TRAIN), check=UNCHANGED.format(folder="run")),
     case("output-dot", "--output . in a project folder with a README.md",
          cli("finetune", "--data", "addition", "--output", ".", *TRAIN), {"README.md": "# my project\n", "notes.txt": "mine\n"},
-         says=["not a peftlab finetune run"], check=UNCHANGED.format(folder=".")),
+         says=["--output ."], check=UNCHANGED.format(folder=".")),
     case("output-is-model", "--model X --output X",
          cli("finetune", "--data", "addition", "--model", "X", "--output", "X", *TRAIN), {"X": ROOT / "data" / "base"},
          says=["model's folder"], check=UNCHANGED.format(folder="X")),
