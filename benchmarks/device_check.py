@@ -26,7 +26,7 @@ import torch
 
 from peftlab import load_base, load_task
 from peftlab.course.train import collate
-from peftlab.tools.experiments import METHODS
+from peftlab.tools.experiments import apply_method
 
 SCRATCH = ["LoRA", "LoRA q,v", "QLoRA", "IA3", "adapter (Houlsby)", "adapter (Pfeiffer)", "prompt tuning",
            "prompt + LoRA", "adapter + LoRA", "QLoRA base + adapter"]
@@ -35,8 +35,7 @@ TOLERANCE = 1e-4  # fp32 on both sides with TF32 off: only the order of summatio
 
 def apply(method: str, model, tokenizer):
     torch.manual_seed(0)
-    returned = METHODS[method][0](model, tokenizer)
-    return returned if isinstance(returned, torch.nn.Module) else model
+    return apply_method(method, model, tokenizer)
 
 
 def places(model) -> set[str]:

@@ -9,6 +9,24 @@ def test_unknown_method_names_the_choices():
         run("LoRa", "sentiment")
 
 
+def test_a_method_refuses_an_option_it_does_not_take_and_honours_those_it_takes():
+    """The registry once dropped options without a word: run("QLoRA", ..., alpha=16) trained with alpha 2r = 128,
+    and run("IA3", ..., r=64) ignored r."""
+    from peftlab import load_base
+    from peftlab.methods import lora
+    from peftlab.tools.experiments import apply_method
+
+    with pytest.raises(ValueError, match="IA3 does not take r; it takes target_modules, feedforward_modules"):
+        run("IA3", "sentiment", r=64)
+    with pytest.raises(ValueError, match="adapter \\+ LoRA does not take n; it takes no options"):
+        run("adapter + LoRA", "sentiment", n=4)
+    model, tokenizer = load_base()
+    apply_method("QLoRA", model, tokenizer, r=64, alpha=16, targets=("q_proj",))
+    layers = lora.lora_layers(model)
+    assert len(layers) == 4 and {layer.scaling for _, layer in layers} == {16 / 64}
+    assert all(name.endswith("q_proj") for name, _ in layers)
+
+
 def test_a_run_reports_what_the_chapters_tabulate():
     result = run("IA3", "sentiment", steps=5, eval_limit=20)
     assert result["trainable"] == 4 * (64 + 64 + 384)

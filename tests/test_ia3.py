@@ -99,3 +99,40 @@ def test_bad_input(make_tiny, tmp_path):
     ia3.fold_ia3(model)
     with pytest.raises(ValueError, match="no IA3"):
         ia3.save_ia3(model, tmp_path)
+
+
+def test_ia3_on_an_nf4_base_computes_as_on_the_dequantized_model_and_folds_into_nf4(make_tiny, tokens):
+    """IA3 wraps every kind of linear layer the course has (it once failed on NF4 with an AttributeError): on NF4
+    layers it computes exactly what it computes on nn.Linear layers holding the dequantized weights, and folding
+    re-quantizes the scaled weight, as merging LoRA into NF4 does."""
+    from torch import nn
+
+    from peftlab.core.inject import set_submodule
+    from peftlab.methods.nf4 import dequantize_nf4, quantize_nf4
+    from peftlab.methods.qlora import quantize_model
+
+    targets = ia3.IA3Config()
+    quantized = make_tiny()
+    quantize_model(quantized, targets.target_modules)
+    dense = make_tiny()
+    for path, layer in quantized.named_modules():
+        if hasattr(layer, "dequantized_weight"):
+            linear = nn.Linear(layer.in_features, layer.out_features, bias=False)
+            linear.weight.data.copy_(layer.dequantized_weight())
+            set_submodule(dense, path, linear)
+    for model in (quantized, dense):
+        ia3.add_ia3(model, targets)
+        randomize(model)
+    # the same products on the same numbers (NF4 dequantizes, then calls the same linear): 1e-6 leaves room only
+    # for a kernel that sums in another order
+    torch.testing.assert_close(logits(quantized, tokens), logits(dense, tokens), atol=1e-6, rtol=0)
+    base = make_tiny()
+    quantize_model(base, targets.target_modules)
+    with ia3.disable_ia3(quantized):
+        torch.testing.assert_close(logits(quantized, tokens), logits(base, tokens), atol=0, rtol=0)
+
+    layer = dict(ia3.ia3_layers(quantized))["model.layers.0.self_attn.k_proj"]
+    scaled = layer.base_layer.dequantized_weight().float() * layer.ia3_l.detach().float()[:, None]  # k_proj: rows
+    ia3.fold_ia3(quantized)
+    k_proj = quantized.get_submodule("model.layers.0.self_attn.k_proj")
+    assert torch.equal(k_proj.dequantized_weight(), dequantize_nf4(quantize_nf4(scaled, double_quant=True)))

@@ -135,7 +135,7 @@ def test_adding_twice_is_refused(make_tiny, tokens, randomize_lora_B):
 
 
 def test_unwrappable_module_type(make_tiny):
-    with pytest.raises(InjectionError, match="Embedding, which this method cannot wrap"):
+    with pytest.raises(InjectionError, match="Embedding, which LoRA cannot wrap"):
         lora.add_lora(make_tiny(), lora.LoraConfig(target_modules=("embed_tokens",)))
 
 

@@ -43,14 +43,23 @@ class Wrapper(nn.Module):
 class FrozenLinear(nn.Module):
     """Base class of modules that compute like a frozen ``nn.Linear`` but store the weight
     another way (a quantized weight, say). Methods that wrap linear layers accept them.
-    They have ``in_features`` and ``out_features``, and ``merge_delta(delta)`` to add a dense
-    update to their weight."""
+    They have ``in_features`` and ``out_features``, and ``dequantized_weight()``, ``store_weight(w)`` and
+    ``merge_delta(delta)`` to read and change their weight as a dense (d_out, d_in) matrix."""
 
     in_features: int
     out_features: int
 
-    def merge_delta(self, delta):
+    def dequantized_weight(self):
+        """The weight as a dense (d_out, d_in) tensor, as the layer computes with it."""
         raise NotImplementedError
+
+    def store_weight(self, weight):
+        """Replace the stored weight by a dense (d_out, d_in) one (stored the layer's way: quantizing rounds)."""
+        raise NotImplementedError
+
+    def merge_delta(self, delta):
+        """Add a dense (d_out, d_in) update to the stored weight."""
+        self.store_weight(self.dequantized_weight().float() + delta.float())
 
 
 LINEAR_TYPES = (nn.Linear, FrozenLinear)
@@ -62,6 +71,30 @@ def is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
+def is_linear(module: nn.Module) -> bool:
+    """The one answer to "is this a linear layer?": ``nn.Linear``, a ``FrozenLinear`` (NF4 and other stored-another-way
+    weights) or GPT-2's ``Conv1D``. Every method that wraps linear layers, and every loader, asks this."""
+    return isinstance(module, LINEAR_TYPES) or is_conv1d(module)
+
+
+def is_dense_linear(module: nn.Module) -> bool:
+    """A linear layer with a plain dense ``.weight`` (``nn.Linear`` itself, or a ``Conv1D``): what can be quantized.
+    Subclasses of ``nn.Linear`` are left out: bitsandbytes' 4-bit and 8-bit layers are ones, already quantized."""
+    return type(module) is nn.Linear or is_conv1d(module)
+
+
+def fan_in_fan_out(module: nn.Module) -> bool:
+    """Whether the layer's weight is stored as (d_in, d_out): a ``Conv1D``, or an NF4 layer quantized from one (which
+    itself computes like ``nn.Linear``). peft saves this as ``fan_in_fan_out``."""
+    return is_conv1d(module) or getattr(module, "fan_in_fan_out", False)
+
+
+def transpose(weight, fan_in_fan_out: bool):
+    """A (d_out, d_in) matrix in the storage of a layer with ``fan_in_fan_out`` (a Conv1D's (d_in, d_out)), or back:
+    the one place the orientation flips (peft: ``utils.other.transpose``)."""
+    return weight.T if fan_in_fan_out else weight
+
+
 def linear_dims(module: nn.Module) -> tuple[int, int]:
     """(d_in, d_out) of a linear layer: ``nn.Linear`` and ``FrozenLinear`` name them; ``Conv1D`` stores them
     in its weight's shape."""
@@ -69,6 +102,13 @@ def linear_dims(module: nn.Module) -> tuple[int, int]:
         d_in, d_out = module.weight.shape
         return d_in, d_out
     return module.in_features, module.out_features
+
+
+def layer_device(module: nn.Module):
+    """Where a layer's tensors are (a quantized layer keeps its weight in buffers, not in ``.weight``)."""
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return None
 
 # Every linear layer of a Llama-style block, by the names Llama-3, Mistral and Qwen use.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -102,7 +142,7 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
     modules = [(path, m) for path, m in model.named_modules() if path]
     for target in target_names:
         if not any(matches(path, target) for path, _ in modules):
-            linear_names = leaf_names(model, LINEAR_TYPES)
+            linear_names = sorted({p.rsplit(".", 1)[-1] for p, m in modules if is_linear(m)})
             close = difflib.get_close_matches(target.rsplit(".", 1)[-1], leaf_names(model), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InjectionError(
@@ -113,10 +153,12 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
 
 
 def wrap_targets(model: nn.Module, targets: list[tuple[str, nn.Module]], make_wrapper: Callable[[nn.Module], Wrapper],
-                 wrapper_type: type[Wrapper], wrappable: tuple[type, ...] = LINEAR_TYPES) -> list[str]:
+                 wrapper_type: type[Wrapper], wrappable: Callable[[nn.Module], bool] = is_linear,
+                 kinds: str = "linear layers: nn.Linear, NF4 and other frozen linear layers, GPT-2's Conv1D") -> list[str]:
     """Replace each target module in its parent by ``make_wrapper(module)``; return the wrapped paths.
 
-    Different methods may stack (LoRA inside a layer that an adapter wraps); the same method
+    ``wrappable(module)`` says which modules the method can wrap (default: ``is_linear``), ``kinds`` names them for
+    the error. Different methods may stack (LoRA inside a layer that an adapter wraps); the same method
     twice on one module may not. Checks every target before changing anything, so an
     error leaves the model untouched.
     """
@@ -126,11 +168,11 @@ def wrap_targets(model: nn.Module, targets: list[tuple[str, nn.Module]], make_wr
                 f"{path} is already wrapped by {wrapper_type.__name__} ({wrapper_type.method_name}). "
                 "Adding a method twice to one module would stack two copies. Was this cell run twice? "
                 "Start again from a fresh base model (peftlab.load_base()) or remove the method first.")
-        if not isinstance(module, wrappable):
-            kinds = ", ".join(t.__name__ for t in wrappable)
+        if not wrappable(module):
+            names = sorted({p.rsplit(".", 1)[-1] for p, m in model.named_modules() if p and wrappable(m)})
             raise InjectionError(
-                f"{path} is a {type(module).__name__}, which this method cannot wrap (it wraps: {kinds}). "
-                f"Name layers of that type instead: {', '.join(leaf_names(model, wrappable))}.")
+                f"{path} is a {type(module).__name__}, which {wrapper_type.method_name} cannot wrap (it wraps {kinds}). "
+                f"Name layers of that kind instead: {', '.join(names)}.")
     for path, module in targets:
         set_submodule(model, path, make_wrapper(module))
     return [path for path, _ in targets]

@@ -223,7 +223,8 @@ def add_adapter(model: nn.Module, name: str, config: AdapterConfig | None = None
     fresh = [(p, m) for p, m in targets if not isinstance(m, AdapterSlot)]
     if fresh:
         renormalize = _renormalize(model, config.placement)
-        wrap_targets(model, fresh, lambda m: AdapterSlot(m, hidden, renormalize), AdapterSlot, wrappable=(nn.Module,))
+        wrap_targets(model, fresh, lambda m: AdapterSlot(m, hidden, renormalize), AdapterSlot,
+                     wrappable=lambda m: True, kinds="any module")
     targets = [(p, model.get_submodule(p)) for p, _ in targets]
     param = next(model.parameters())
     # Initialised on the CPU by its generator, so that a seed gives the same adapter on any device, then moved

@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
-from peftlab.core.inject import (LINEAR_TYPES, InjectionError, Wrapper, count_parameters, find_targets, forget,
-                                 freeze_except, is_conv1d, linear_dims, matches, required_wrappers, unwrap, wrap_targets,
-                                 wrappers_disabled)
+from peftlab.core.inject import (FrozenLinear, InjectionError, Wrapper, count_parameters, fan_in_fan_out, find_targets,
+                                 forget, freeze_except, is_linear, layer_device, linear_dims, matches, required_wrappers,
+                                 unwrap, wrap_targets, wrappers_disabled)
 
 
 @dataclass
@@ -86,18 +86,18 @@ def default_config(model: nn.Module) -> IA3Config:
 
 
 class IA3Linear(Wrapper):
-    """A frozen linear layer (``nn.Linear`` or GPT-2's ``Conv1D``) whose output (or, for feed-forward layers,
-    input) is scaled by a learned vector."""
+    """A frozen linear layer (``nn.Linear``, GPT-2's ``Conv1D``, or an NF4 layer) whose output (or, for feed-forward
+    layers, input) is scaled by a learned vector."""
 
     method_name = "IA3"
 
-    def __init__(self, base_layer: nn.Linear, is_feedforward: bool):
+    def __init__(self, base_layer: nn.Module, is_feedforward: bool):
         super().__init__()
         self.base_layer = base_layer
         self.is_feedforward = is_feedforward
-        self.fan_in_fan_out = is_conv1d(base_layer)  # Conv1D stores its weight as (d_in, d_out)
+        self.fan_in_fan_out = fan_in_fan_out(base_layer)  # Conv1D stores its weight as (d_in, d_out)
         d_in, d_out = linear_dims(base_layer)
-        self.ia3_l = nn.Parameter(torch.ones(d_in if is_feedforward else d_out, device=base_layer.weight.device))
+        self.ia3_l = nn.Parameter(torch.ones(d_in if is_feedforward else d_out, device=layer_device(base_layer)))
         self.folded = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,15 +114,20 @@ class IA3Linear(Wrapper):
         bias) otherwise. ``nn.Linear`` stores (d_out, d_in), ``Conv1D`` (d_in, d_out): the axes swap."""
         if self.folded:
             raise RuntimeError("this IA3 layer is already folded; folding again would scale twice")
-        w = self.base_layer.weight
-        scale = self.ia3_l.to(w.dtype)
-        scales_rows = self.is_feedforward == self.fan_in_fan_out  # input of a Conv1D, or output of a Linear
-        if scales_rows:
-            w.mul_(scale[:, None])
+        if isinstance(self.base_layer, FrozenLinear):  # NF4: its (d_out, d_in) weight, dequantized, scaled, re-quantized
+            w = self.base_layer.dequantized_weight().float()
+            scale = self.ia3_l.float()
+            self.base_layer.store_weight(w * (scale[None, :] if self.is_feedforward else scale[:, None]))  # rounds
         else:
-            w.mul_(scale[None, :])
+            w = self.base_layer.weight
+            scale = self.ia3_l.to(w.dtype)
+            scales_rows = self.is_feedforward == self.fan_in_fan_out  # input of a Conv1D, or output of a Linear
+            if scales_rows:
+                w.mul_(scale[:, None])
+            else:
+                w.mul_(scale[None, :])
         if not self.is_feedforward and self.base_layer.bias is not None:  # the output's scale applies to the bias too
-            self.base_layer.bias.mul_(scale)
+            self.base_layer.bias.mul_(self.ia3_l.to(self.base_layer.bias.dtype))
         self.folded = True
 
     def extra_repr(self) -> str:
@@ -140,9 +145,7 @@ def add_ia3(model: nn.Module, config: IA3Config | None = None) -> dict:
     config = config if config is not None else default_config(model)
     targets = find_targets(model, config.target_modules)
     by_module = {id(m): _is_feedforward(p, config) for p, m in targets}
-    conv1d = tuple({type(m) for _, m in targets if is_conv1d(m)})  # GPT-2's linear layers, wrapped like nn.Linear
-    paths = wrap_targets(model, targets, lambda m: IA3Linear(m, by_module[id(m)]), IA3Linear,
-                         wrappable=LINEAR_TYPES + conv1d)
+    paths = wrap_targets(model, targets, lambda m: IA3Linear(m, by_module[id(m)]), IA3Linear)  # every kind of linear
     model.peftlab_ia3_config = config
     freeze_except(model, lambda name: name.endswith(".ia3_l"))
     return {"wrapped": paths, **count_parameters(model)}
@@ -212,7 +215,7 @@ def load_ia3(model: nn.Module, adapter_dir: str | Path) -> dict:
                        feedforward_modules=tuple(raw.get("feedforward_modules") or ()))
     expected = {}
     for path, module in find_targets(model, config.target_modules):
-        if not (isinstance(module, nn.Linear) or is_conv1d(module)):
+        if not is_linear(module):
             raise InjectionError(f"{path} is a {type(module).__name__}; load IA3 onto a fresh base model")
         d_in, d_out = linear_dims(module)
         n = d_in if _is_feedforward(path, config) else d_out

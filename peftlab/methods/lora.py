@@ -28,9 +28,9 @@ from torch import nn
 
 from peftlab.core import checks
 from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
-from peftlab.core.inject import (LINEAR_TYPES, FrozenLinear, InjectionError, Wrapper, count_parameters, find_targets,
-                                 forget, freeze_except, is_conv1d, linear_dims, required_wrappers, unwrap, wrap_targets,
-                                 wrappers_disabled)
+from peftlab.core.inject import (FrozenLinear, InjectionError, Wrapper, count_parameters, fan_in_fan_out, find_targets,
+                                 forget, freeze_except, is_linear, layer_device, linear_dims, required_wrappers,
+                                 transpose, unwrap, wrap_targets, wrappers_disabled)
 
 
 @dataclass
@@ -63,12 +63,6 @@ def check_rank(r: int, layer: nn.Linear | FrozenLinear, path: str = "this layer"
                          f"min(d_in, d_out) adds parameters without adding expressive power; use r <= {min(d_in, d_out)}")
 
 
-def fan_in_fan_out(layer: nn.Module) -> bool:
-    """Whether the model stores this layer's weight transposed, as (d_in, d_out): GPT-2's Conv1D, or an NF4 layer
-    quantized from one (which itself computes like nn.Linear). peft saves this as ``fan_in_fan_out``."""
-    return is_conv1d(layer) or getattr(layer, "fan_in_fan_out", False)
-
-
 class LoRALinear(Wrapper):
     """``base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` around a frozen ``nn.Linear``
     (or a :class:`~peftlab.core.inject.FrozenLinear`, such as an NF4 layer: that is QLoRA)."""
@@ -90,7 +84,7 @@ class LoRALinear(Wrapper):
         dtype = getattr(base_layer, "compute_dtype", None) or like.dtype
         self.to(dtype=dtype)
         self.reset_parameters()  # on the CPU, by its generator: a seed gives the same A on any device
-        self.to(device=like.device if like is not None else None)
+        self.to(device=layer_device(base_layer))
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
@@ -112,9 +106,8 @@ class LoRALinear(Wrapper):
         if isinstance(self.base_layer, FrozenLinear):  # e.g. NF4 (stored as (d_out, d_in) even from a Conv1D):
             # dequantize, add, requantize (lossy)
             self.base_layer.merge_delta(delta)
-        else:
-            delta = delta.T if self.fan_in_fan_out else delta  # B A is (d_out, d_in); a Conv1D weight is transposed
-            self.base_layer.weight += delta.to(self.base_layer.weight.dtype)
+        else:  # B A is (d_out, d_in); a Conv1D stores its weight the other way round
+            self.base_layer.weight += transpose(delta, self.fan_in_fan_out).to(self.base_layer.weight.dtype)
 
     def merge(self) -> None:
         if self.merged:
@@ -143,10 +136,9 @@ def add_lora(model: nn.Module, config: LoraConfig | None = None) -> dict:
     config = config if config is not None else LoraConfig()
     targets = find_targets(model, config.target_modules)
     for path, module in targets:  # validate the rank on every target before changing anything
-        if isinstance(module, LINEAR_TYPES) or is_conv1d(module):
+        if is_linear(module):
             check_rank(config.r, module, path)
-    conv1d = tuple({type(m) for _, m in targets if is_conv1d(m)})  # GPT-2's linear layers, wrapped like nn.Linear
-    paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config), LoRALinear, wrappable=LINEAR_TYPES + conv1d)
+    paths = wrap_targets(model, targets, lambda m: LoRALinear(m, config), LoRALinear)  # every kind of linear layer
     model.peftlab_lora_config = config
     freeze_except(model, lambda name: ".lora_A." in name or ".lora_B." in name)
     return {"wrapped": paths, **count_parameters(model)}
@@ -288,7 +280,7 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
     targets = dict(find_targets(model, config.target_modules))
     expected = {}
     for path, module in targets.items():
-        if not (isinstance(module, LINEAR_TYPES) or is_conv1d(module)):
+        if not is_linear(module):
             raise InjectionError(f"{path} is a {type(module).__name__}; LoRA can only be loaded onto linear layers "
                                  "of a fresh base model")
         d_in, d_out = linear_dims(module)

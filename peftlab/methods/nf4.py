@@ -35,7 +35,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from peftlab.core.inject import FrozenLinear, is_conv1d
+from peftlab.core.inject import FrozenLinear, is_conv1d, transpose
 
 NF4_OFFSET = 0.9677083  # the outermost quantile used, as in bitsandbytes' create_normal_map
 BLOCKSIZE = 64
@@ -258,7 +258,7 @@ class NF4Linear(FrozenLinear):
     def __init__(self, linear: nn.Linear, double_quant: bool = True, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.fan_in_fan_out = is_conv1d(linear)
-        weight = linear.weight.detach().T if self.fan_in_fan_out else linear.weight.detach()
+        weight = transpose(linear.weight.detach(), self.fan_in_fan_out)  # as nn.Linear's (d_out, d_in)
         self.out_features, self.in_features = weight.shape
         self.compute_dtype = compute_dtype or linear.weight.dtype
         self._store(quantize_nf4(weight, double_quant=double_quant))
@@ -272,11 +272,15 @@ class NF4Linear(FrozenLinear):
                 self.register_buffer(f"nf4_{name}", value)
 
     @torch.no_grad()
+    def store_weight(self, weight: torch.Tensor) -> None:
+        """Replace the weight by a dense (d_out, d_in) one, quantized as this one was (this rounds)."""
+        self._store(quantize_nf4(weight.to(self.weight_nf4.dtype), blocksize=self.weight_nf4.blocksize,
+                                 double_quant=self.weight_nf4.double_quant))
+
+    @torch.no_grad()
     def merge_delta(self, delta: torch.Tensor) -> None:
         """Add a dense update to the 4-bit weight: dequantize, add, quantize again (this rounds)."""
-        merged = self.dequantized_weight().float() + delta.float()
-        self._store(quantize_nf4(merged.to(self.weight_nf4.dtype), blocksize=self.weight_nf4.blocksize,
-                                 double_quant=self.weight_nf4.double_quant))
+        self.store_weight(self.dequantized_weight().float() + delta.float())
 
     def _sync(self) -> NF4Tensor:
         for name in ("packed", "absmax", "offset", "absmax_absmax"):  # follow .to(device) moves of the buffers

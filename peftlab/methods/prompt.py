@@ -130,7 +130,8 @@ def add_prompt(model: nn.Module, config: PromptTuningConfig | None = None, token
         raise ValueError(f"a soft prompt of {config.num_virtual_tokens} tokens leaves no room in a context of "
                          f"{max_positions} positions; use fewer than {max_positions} virtual tokens")
     (path,) = wrap_targets(model, targets, lambda m: SoftPromptEmbedding(m, config.num_virtual_tokens),
-                           SoftPromptEmbedding, wrappable=(nn.Embedding,))
+                           SoftPromptEmbedding, wrappable=lambda m: isinstance(m, nn.Embedding),
+                           kinds="an input embedding (nn.Embedding)")
     layer = soft_prompt_layer(model)
     with torch.no_grad():
         layer.prompt.copy_(_initial_prompt(layer.base_layer, config, tokenizer))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftlab.core.inject import ALL_LINEAR, InjectionError, find_targets, freeze_except, is_conv1d, set_submodule
+from peftlab.core.inject import ALL_LINEAR, InjectionError, find_targets, freeze_except, is_dense_linear, set_submodule
 from peftlab.methods.lora import LoraConfig, add_lora
 from peftlab.methods.nf4 import NF4Linear
 
@@ -33,7 +33,7 @@ def quantize_model(model: nn.Module, targets=ALL_LINEAR, double_quant: bool = Tr
         if isinstance(module, NF4Linear):
             raise InjectionError(f"{path} is already quantized to NF4 (was this cell run twice?); "
                                  "quantizing a quantized weight would round it twice. Start from a fresh base model")
-        if type(module) is not nn.Linear and not is_conv1d(module):
+        if not is_dense_linear(module):
             raise InjectionError(f"{path} is a {type(module).__name__}; only plain nn.Linear layers (and GPT-2's "
                                  "Conv1D) are quantized")
     before = after = 0

@@ -7,12 +7,14 @@ The chapters of the course compare methods, learning rates, ranks and seeds with
 function, so every number in a table comes from the same recipe. ``run`` trains for a fixed
 number of steps (a short run, to watch); ``run_to_convergence`` trains until the validation loss
 stops improving and scores the test split (to compare methods where they end). ``METHODS`` names what can
-be run; each entry applies a method from this package to a fresh model.
+be run, each with the options it takes; ``apply_method`` applies one to a model and refuses an option it does not take.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -25,17 +27,26 @@ from peftlab.methods import bottleneck, hybrid, ia3, lora, prompt, qlora
 
 
 
-def _full(model, tokenizer, **_):
+# Every method the experiments can run, each with its arguments spelled out: a keyword a method does not take is an
+# error naming the method and what it takes (run("QLoRA", ..., alpha=16) once trained with alpha 2r, without a word).
+
+
+def _full(model, tokenizer):
     for p in model.parameters():
         p.requires_grad_(True)
 
 
-def _lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=False, **_):
+def _lora(model, tokenizer, *, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=False):
+    """Scratch LoRA; alpha None: 2r, the course's default."""
     lora.add_lora(model, lora.LoraConfig(r=r, alpha=alpha if alpha is not None else 2 * r, target_modules=targets,
                                          use_rslora=use_rslora))
 
 
-def _peft_lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=False, use_dora=False, **_):
+def _lora_qv(model, tokenizer, *, r=8, alpha=None, use_rslora=False):
+    _lora(model, tokenizer, r=r, alpha=alpha, targets=("q_proj", "v_proj"), use_rslora=use_rslora)
+
+
+def _peft_lora(model, tokenizer, *, r=8, alpha=None, targets=ALL_LINEAR, use_rslora=False, use_dora=False):
     """peft's own LoRA, for its variants: DoRA (``use_dora``) and rsLoRA (``use_rslora``)."""
     from peftlab.production import add_lora_variant_peft
 
@@ -44,35 +55,95 @@ def _peft_lora(model, tokenizer, r=8, alpha=None, targets=ALL_LINEAR, use_rslora
                                  use_dora=use_dora)
 
 
-def _prompt(model, tokenizer, n=16, init="vocab", init_text=None, **_):
+def _dora(model, tokenizer, *, r=8, alpha=None, targets=ALL_LINEAR):
+    return _peft_lora(model, tokenizer, r=r, alpha=alpha, targets=targets, use_dora=True)
+
+
+def _rslora(model, tokenizer, *, r=8, alpha=None, targets=ALL_LINEAR):
+    return _peft_lora(model, tokenizer, r=r, alpha=alpha, targets=targets, use_rslora=True)
+
+
+def _ia3(model, tokenizer, *, target_modules=None, feedforward_modules=None):
+    """IA3 with peft's targets for the architecture (``ia3.IA3_DEFAULTS``) unless both are given."""
+    if (target_modules is None) != (feedforward_modules is None):
+        raise ValueError("IA3: give both target_modules and feedforward_modules, or neither (the defaults)")
+    ia3.add_ia3(model, None if target_modules is None else ia3.IA3Config(target_modules, feedforward_modules))
+
+
+def _adapter(kind: str):
+    def apply(model, tokenizer, *, reduction_factor=16):
+        bottleneck.add_adapter(model, "task", bottleneck.AdapterConfig(kind, reduction_factor=reduction_factor))
+    return apply
+
+
+def _prompt(model, tokenizer, *, n=16, init="vocab", init_text=None):
     prompt.add_prompt(model, prompt.PromptTuningConfig(n, init=init, init_text=init_text), tokenizer=tokenizer)
 
 
-# name -> (apply to a fresh model, default learning rate). An apply function changes the model in
-# place, or returns the model to train instead (peft wraps it in a PeftModel).
-METHODS: dict[str, tuple[Callable, float]] = {
-    "full fine-tuning": (_full, 1e-3),
-    "LoRA": (_lora, 3e-3),
-    "LoRA q,v": (lambda m, t, **kw: _lora(m, t, **{"targets": ("q_proj", "v_proj"), **kw}), 3e-3),
-    "IA3": (lambda m, t, **_: ia3.add_ia3(m), 3e-2),
-    "adapter (Houlsby)": (lambda m, t, reduction_factor=16, **_: bottleneck.add_adapter(
-        m, "task", bottleneck.AdapterConfig("houlsby", reduction_factor=reduction_factor)), 3e-3),
-    "adapter (Pfeiffer)": (lambda m, t, reduction_factor=16, **_: bottleneck.add_adapter(
-        m, "task", bottleneck.AdapterConfig("pfeiffer", reduction_factor=reduction_factor)), 3e-3),
-    "LoRA (peft)": (_peft_lora, 3e-3),
-    "DoRA (peft)": (lambda m, t, **kw: _peft_lora(m, t, **{"use_dora": True, **kw}), 3e-3),
-    "rsLoRA (peft)": (lambda m, t, **kw: _peft_lora(m, t, **{"use_rslora": True, **kw}), 3e-3),
-    "prompt tuning": (_prompt, 1e-1),
-    "QLoRA": (lambda m, t, r=8, **_: qlora.add_qlora(m, lora.LoraConfig(r=r, alpha=2 * r, target_modules=ALL_LINEAR)),
-              3e-3),
-    "prompt + LoRA": (lambda m, t, n=16, **_: hybrid.add_prompt_and_lora(
-        m, prompt.PromptTuningConfig(n), lora.LoraConfig(target_modules=("q_proj", "v_proj")), tokenizer=t), 3e-3),
-    "adapter + LoRA": (lambda m, t, **_: hybrid.add_adapter_and_lora(
-        m, "task", bottleneck.AdapterConfig("pfeiffer"), lora.LoraConfig(target_modules=("q_proj", "v_proj"))), 3e-3),
-    "QLoRA base + adapter": (lambda m, t, **_: hybrid.add_qlora_base_and_adapter(
-        m, "task", bottleneck.AdapterConfig("houlsby")), 3e-3),
+def _qlora(model, tokenizer, *, r=8, alpha=None, targets=ALL_LINEAR):
+    qlora.add_qlora(model, lora.LoraConfig(r=r, alpha=alpha if alpha is not None else 2 * r, target_modules=targets))
+
+
+def _prompt_and_lora(model, tokenizer, *, n=16):
+    hybrid.add_prompt_and_lora(model, prompt.PromptTuningConfig(n), lora.LoraConfig(target_modules=("q_proj", "v_proj")),
+                               tokenizer=tokenizer)
+
+
+def _adapter_and_lora(model, tokenizer):
+    hybrid.add_adapter_and_lora(model, "task", bottleneck.AdapterConfig("pfeiffer"),
+                                lora.LoraConfig(target_modules=("q_proj", "v_proj")))
+
+
+def _qlora_base_and_adapter(model, tokenizer):
+    hybrid.add_qlora_base_and_adapter(model, "task", bottleneck.AdapterConfig("houlsby"))
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of the registry: how to apply the method to a fresh model, and its default learning rate.
+
+    ``apply(model, tokenizer, **options)`` changes the model in place, or returns the model to train instead (peft
+    wraps it in a PeftModel); ``apply_method`` hides that difference."""
+
+    apply: Callable
+    lr: float
+
+    def options(self) -> list[str]:
+        """The keyword arguments the method takes."""
+        return [name for name, p in inspect.signature(self.apply).parameters.items() if p.kind is p.KEYWORD_ONLY]
+
+
+METHODS: dict[str, Method] = {
+    "full fine-tuning": Method(_full, 1e-3),
+    "LoRA": Method(_lora, 3e-3),
+    "LoRA q,v": Method(_lora_qv, 3e-3),
+    "IA3": Method(_ia3, 3e-2),
+    "adapter (Houlsby)": Method(_adapter("houlsby"), 3e-3),
+    "adapter (Pfeiffer)": Method(_adapter("pfeiffer"), 3e-3),
+    "LoRA (peft)": Method(_peft_lora, 3e-3),
+    "DoRA (peft)": Method(_dora, 3e-3),
+    "rsLoRA (peft)": Method(_rslora, 3e-3),
+    "prompt tuning": Method(_prompt, 1e-1),
+    "QLoRA": Method(_qlora, 3e-3),
+    "prompt + LoRA": Method(_prompt_and_lora, 3e-3),
+    "adapter + LoRA": Method(_adapter_and_lora, 3e-3),
+    "QLoRA base + adapter": Method(_qlora_base_and_adapter, 3e-3),
 }
 
+
+def apply_method(method: str, model, tokenizer, **options):
+    """``model`` with ``method`` applied (the model itself, or peft's PeftModel around it).
+
+    An unknown method, or an option the method does not take, is a ValueError that names what it takes."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    entry = METHODS[method]
+    unknown = sorted(set(options) - set(entry.options()))
+    if unknown:
+        takes = ", ".join(entry.options()) or "no options"
+        raise ValueError(f"{method} does not take {', '.join(unknown)}; it takes {takes}")
+    applied = entry.apply(model, tokenizer, **options)
+    return applied if isinstance(applied, torch.nn.Module) else model
 
 
 def _with_method(method: str, seed: int, model, tokenizer, method_kwargs: dict, device=None):
@@ -80,12 +151,10 @@ def _with_method(method: str, seed: int, model, tokenizer, method_kwargs: dict, 
     None: the course's), seeded."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    apply, default_lr = METHODS[method]
     if model is None:
         model, tokenizer = load_base(device=device)
     torch.manual_seed(seed)  # the method's random initialisation
-    applied = apply(model, tokenizer, **method_kwargs)
-    return (applied if isinstance(applied, torch.nn.Module) else model), tokenizer, default_lr
+    return apply_method(method, model, tokenizer, **method_kwargs), tokenizer, METHODS[method].lr
 
 
 def run(method: str, task: str, steps: int = 300, lr: float | None = None, seed: int = 0, batch_size: int = 32,
