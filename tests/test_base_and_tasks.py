@@ -11,7 +11,9 @@ import torch
 from peftlab import course_seed  # 0 unless PEFTLAB_SEED: benchmarks/test_seeds.py runs these tests with seeds 0-4
 from peftlab.course import tasks
 from peftlab.course.data import data_path
-from peftlab.course.model import BUNDLED_MODEL, load_base
+from peftlab.course.model import bundled_model, load_base
+
+BUNDLED_MODEL = bundled_model()
 from peftlab.course.train import TrainConfig, evaluate, train
 
 # The builders are scripts outside the package that import each other as plain modules.
@@ -150,7 +152,7 @@ def test_tiny_pretraining_runs_and_learns(tmp_path):
 def test_missing_bundled_model_says_how_to_fix(monkeypatch, tmp_path):
     import peftlab.course.model
 
-    monkeypatch.setattr(peftlab.course.model, "BUNDLED_MODEL", tmp_path / "nothing")
+    monkeypatch.setenv("PEFTLAB_DATA", str(tmp_path))  # set after import: the model moves with the tasks
     with pytest.raises(FileNotFoundError, match="data/make/base_model.py"):
         peftlab.course.model.load_base()
 

@@ -396,3 +396,15 @@ def test_command_line_mistakes_take_one_line(capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "argument --steps: invalid int value: '1.5'" in err and "--help" in err
+
+
+def test_the_recipe_follows_the_course_device_policy(monkeypatch):
+    """PEFTLAB_DEVICE=cpu keeps the recipe on the CPU of a GPU machine, as it keeps the chapters (it once asked
+    torch.cuda.is_available() itself)."""
+    from peftlab.production import finetune
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("PEFTLAB_DEVICE", "cpu")
+    assert not finetune.on_gpu() and finetune._dtype(FinetuneConfig()) == torch.float32
+    monkeypatch.delenv("PEFTLAB_DEVICE")
+    assert finetune.on_gpu()

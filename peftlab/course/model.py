@@ -9,7 +9,15 @@ import torch
 
 from peftlab.course.data import data_path
 
-BUNDLED_MODEL = data_path("base")
+def bundled_model() -> Path:
+    """The course's base model folder, looked up when asked (so ``PEFTLAB_DATA`` set after import moves it too)."""
+    return data_path("base")
+
+
+def __getattr__(name: str):
+    if name == "BUNDLED_MODEL":  # the chapters' name for it, computed when read, like the tasks' paths
+        return bundled_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def course_device() -> torch.device:
@@ -51,10 +59,10 @@ def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = BUNDLED_MODEL if name_or_path is None else name_or_path
+    path = bundled_model() if name_or_path is None else name_or_path
     local = Path(path).exists()
     if name_or_path is None and not local:
-        raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_MODEL}; a fresh clone has it "
+        raise FileNotFoundError(f"the bundled base model is missing from {path}; a fresh clone has it "
                                 "(git checkout data/base), or rebuild it: python data/make/base_model.py --help")
     text = str(path)
     if not local and (text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or "\\" in text):

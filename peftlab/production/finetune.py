@@ -42,6 +42,7 @@ import torch
 from peftlab.core import checks
 from peftlab.core.inject import ALL_LINEAR
 from peftlab.course.data import data_path
+from peftlab.course.model import course_device
 from peftlab.course.tasks import TASK_NAMES
 from peftlab.course.train import pad_batch
 
@@ -300,10 +301,16 @@ def encode_examples(tokenizer, prompts: list[str], answers: list[str], where: li
 # model
 
 
+def on_gpu() -> bool:
+    """Whether the recipe trains on GPUs: the course's one device policy (``course_device()``: the GPU when PyTorch sees
+    one, unless ``PEFTLAB_DEVICE=cpu``). With several processes, each takes the GPU of its LOCAL_RANK."""
+    return course_device().type == "cuda"
+
+
 def _dtype(config: FinetuneConfig) -> torch.dtype:
     if config.dtype != "auto":
         return getattr(torch, config.dtype)
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if on_gpu() and torch.cuda.is_bf16_supported() else torch.float32
 
 
 def _local_rank() -> int:
@@ -313,7 +320,11 @@ def _local_rank() -> int:
 def load_model(config: FinetuneConfig):
     """``(model, tokenizer)``: the base model with peft's LoRA (over NF4 weights for QLoRA), ready to train."""
     import peft
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    from peftlab.methods.lora import LoraConfig
+    from peftlab.production.bridges import (avoid_bitsandbytes_cpu_eval_trap, check_bitsandbytes_cpu_dequantization,
+                                            nf4_quantization_config, to_peft_lora_config)
 
     name = str(data_path("base")) if config.model is None else config.model
     local = Path(name).exists()
@@ -326,9 +337,8 @@ def load_model(config: FinetuneConfig):
     dtype = _dtype(config)
     kwargs = {"dtype": dtype, "local_files_only": local}
     if config.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-        if torch.cuda.is_available():
+        kwargs["quantization_config"] = nf4_quantization_config(dtype)
+        if on_gpu():
             kwargs["device_map"] = {"": _local_rank()}  # each process quantizes its own copy on its own GPU
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
@@ -339,8 +349,6 @@ def load_model(config: FinetuneConfig):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.method == "qlora":
-        from peftlab.production import avoid_bitsandbytes_cpu_eval_trap, check_bitsandbytes_cpu_dequantization
-
         check_bitsandbytes_cpu_dequantization(model)
         avoid_bitsandbytes_cpu_eval_trap(model)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
@@ -348,8 +356,8 @@ def load_model(config: FinetuneConfig):
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()  # the frozen embeddings' output must carry a gradient through the recompute
     set_seed(config.seed)  # the LoRA matrices start the same in every process and every run
-    lora = peft.LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                           target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
+    lora = to_peft_lora_config(LoraConfig(r=config.r, alpha=config.alpha, dropout=config.dropout,
+                                          target_modules=config.target_modules))
     try:
         model = peft.get_peft_model(model, lora)
     except ValueError as error:  # peft's own words, e.g. a target module the model does not have
@@ -474,7 +482,7 @@ def _stops_on_a_non_finite_loss(trainer_class, config: FinetuneConfig):
 def training_arguments(config: FinetuneConfig):
     from transformers import TrainingArguments
 
-    on_gpu = torch.cuda.is_available()
+    gpu = on_gpu()
     arguments = dict(
         output_dir=str(partial_folder(Path(config.output_dir))), max_steps=config.steps, learning_rate=config.lr,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -482,7 +490,7 @@ def training_arguments(config: FinetuneConfig):
         seed=config.seed, data_seed=config.seed,
         average_tokens_across_devices=True,   # the loss is a mean over the whole global batch's answer tokens
         save_strategy="no", report_to=[], logging_steps=max(1, config.steps // 10), disable_tqdm=not config.progress,
-        use_cpu=not on_gpu, bf16=on_gpu and _dtype(config) == torch.bfloat16,
+        use_cpu=not gpu, bf16=gpu and _dtype(config) == torch.bfloat16,
         gradient_checkpointing=False,         # switched on (or not) in load_model, the one place that knows the method
         remove_unused_columns=False, dataloader_num_workers=0,
         ddp_find_unused_parameters=False,     # every LoRA matrix gets a gradient at every step
