@@ -11,7 +11,7 @@ token ids as inputs and labels. The variants, all built first and then timed sid
 - ``bnb + peft QLoRA``: bitsandbytes' ``Linear4bit`` (NF4, double quantization, bf16 compute) under peft's LoRA,
   what ``BitsAndBytesConfig(load_in_4bit=True, ...)`` builds;
 - ``scratch QLoRA``: ``peftlab.methods.qlora.add_qlora``, quantized on the GPU, dequantized in plain (eager)
-  PyTorch in the forward pass and again in the backward pass (``nf4._NF4Linear``).
+  PyTorch in the forward pass and again in the backward pass (``nf4._NF4MatMul``).
 
 (``torch.compile`` of the dequantization was tried on the H200 and made the step slower, 1.18-1.39x bnb + peft
 against 1.08-1.15x eager: the step's time is in the matrix products, not in unpacking the weights.)

@@ -120,3 +120,11 @@ def test_bad_input(make_tiny, tmp_path):
                                          num_attention_heads=4, num_key_value_heads=2))
     with pytest.raises(ValueError, match=r"o_proj\.down\.weight in .* has shape \(2, 32\) .* \(4, 64\)"):
         bn.load_adapter(other, tmp_path)
+
+
+def test_a_missing_attribute_names_the_slot_and_the_layer_it_wraps(make_tiny):
+    model = make_tiny()
+    bn.add_adapter(model, "task", bn.AdapterConfig("houlsby"))
+    slot = next(m for m in model.modules() if type(m).__name__ == "AdapterSlot")
+    with pytest.raises(AttributeError, match=r"AdapterSlot \(around a \w+\) has no attribute 'nonexistent'"):
+        slot.nonexistent

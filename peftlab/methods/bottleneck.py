@@ -139,7 +139,11 @@ class AdapterSlot(Wrapper):
         except AttributeError:
             if name == "base_layer":  # not set yet (inside __init__): nothing to ask
                 raise
-            return getattr(self.base_layer, name)
+            try:
+                return getattr(self.base_layer, name)
+            except AttributeError:  # name the slot too: the error is not only the wrapped layer's
+                raise AttributeError(f"AdapterSlot (around a {type(self.base_layer).__name__}) has no attribute "
+                                     f"{name!r}, nor does the layer it wraps") from None
 
     def extra_repr(self) -> str:
         return (f"adapters={list(self.adapters)}, active={self.active}, disabled={self.disabled}"

@@ -226,10 +226,11 @@ def dequantize_nf4(q: NF4Tensor) -> torch.Tensor:
     return values.reshape(q.shape)
 
 
-class _NF4Linear(torch.autograd.Function):
-    """``x @ W.T + b`` with ``W`` dequantized in the forward pass and dequantized again in the backward pass.
-    Autograd would otherwise keep the dequantized 16-bit weight of every layer until the backward pass: as
-    much memory as the 16-bit model that quantizing saved. (bitsandbytes' ``MatMul4Bit`` does the same.)
+class _NF4MatMul(torch.autograd.Function):
+    """The matrix product of an NF4Linear: ``x @ W.T + b`` with ``W`` dequantized in the forward pass and dequantized
+    again in the backward pass. Autograd would otherwise keep the dequantized 16-bit weight of every layer until the
+    backward pass: as much memory as the 16-bit model that quantizing saved. (bitsandbytes' ``MatMul4Bit`` does the
+    same.)
     The weight is frozen, so the backward pass only needs the gradient of the input."""
 
     @staticmethod
@@ -293,7 +294,7 @@ class NF4Linear(FrozenLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return _NF4Linear.apply(x.to(self.compute_dtype), self, bias).to(x.dtype)
+        return _NF4MatMul.apply(x.to(self.compute_dtype), self, bias).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
