@@ -354,30 +354,30 @@ def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LI
     """Bytes held during training, by part, before activations. ``method``: a key of ``METHOD_MEMORY``;
     ``recipe``: a key of ``RECIPES``. Every method but full fine-tuning keeps a frozen base (16-bit, or
     4-bit for QLoRA) plus 16 bytes per trainable parameter (32-bit copy, gradient, two AdamW moments)."""
-    rule = method_memory(method)
+    counted = method_memory(method)  # how the method counts: trainable parameters, activations
     _check_choices(optimizer, dtype)
-    rules = recipe_rules(recipe, method, dtype)
+    stored = recipe_rules(recipe, method, dtype)  # how the recipe stores and computes: weights, copies
     setup = Setup(r, tuple(targets), reduction_factor, prompt_tokens, double_quant, blocksize, dtype)
     paged = OPTIMIZERS[optimizer][1]
     states = "optimizer states (paged)" if paged else "optimizer states"  # paged: can move to CPU memory under pressure
-    b = DTYPE_BYTES[rules.weights or dtype]
+    b = DTYPE_BYTES[stored.weights or dtype]
     total = shape.parameters()
     weights, constants = b * total, 0
-    if rule.quantized_base:
+    if counted.quantized_base:
         quantized = shape.linear_parameters()
         # 4 bits per weight; one scale per block: 32 bits, or 8 bits plus a 32-bit scale per 256 scales
         scale_bits = 8 / blocksize + 32 / (blocksize * 256) if double_quant else 32 / blocksize
         weights = quantized * 4 / 8 + b * (total - quantized)  # embeddings and norms keep the model's dtype
         constants = quantized * scale_bits / 8
-    trainable = rule.trainable(shape, setup)
-    copy_bytes, gradient_bytes = (0, b) if rule.trains_everything else (4, 4)
+    trainable = counted.trainable(shape, setup)
+    copy_bytes, gradient_bytes = (0, b) if counted.trains_everything else (4, 4)
     return {"weights": weights, "quantization constants": constants, "trainable (32-bit)": copy_bytes * trainable,
             "gradients": gradient_bytes * trainable, states: _state_bytes(optimizer, gradient_bytes) * trainable}
 
 
 def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, batch: int = 1,
                     gradient_checkpointing: bool = False, optimizer: str = "AdamW 32-bit", r: int = 8,
-                    targets=ALL_LINEAR, double_quant: bool = True, reduction_factor: int = 16,
+                    targets=ALL_LINEAR, double_quant: bool = True, blocksize: int = 64, reduction_factor: int = 16,
                     prompt_tokens: int = 16, dtype: str = "bf16", recipe: str = "16-bit") -> dict:
     """Peak memory of a training step on a GPU, by part (QLoRA: NF4 weights, compute in ``dtype``).
 
@@ -388,15 +388,15 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
     ``measured`` says whether this combination was checked against GPU peaks (``data/results/gpu_memory.json``,
     tests/test_memory.py); the others are counted by the same rules, unchecked.
     """
-    rule = method_memory(method)
+    counted = method_memory(method)  # how the method counts: trainable parameters, activations
     _check_choices(optimizer, dtype)
-    rules = recipe_rules(recipe, method, dtype)
+    stored = recipe_rules(recipe, method, dtype)  # how the recipe stores and computes: weights, copies
     for name, value in (("seq", seq), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if rule.adds_tokens:
+    if counted.adds_tokens:
         seq += prompt_tokens
-    static = estimate(shape, method, r=r, targets=targets, double_quant=double_quant,
+    static = estimate(shape, method, r=r, targets=targets, double_quant=double_quant, blocksize=blocksize,
                       reduction_factor=reduction_factor, prompt_tokens=prompt_tokens, optimizer=optimizer, dtype=dtype,
                       recipe=recipe)
     tokens = seq * batch
@@ -407,9 +407,9 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
     # output layer's (the layers' copies are made again when a layer is recomputed)
     output_layer = shape.vocab * shape.hidden
     copies = 2 * (output_layer + (0 if gradient_checkpointing else shape.linear_parameters())) \
-        if rules.bf16_weight_copies else 0
+        if stored.bf16_weight_copies else 0
     if gradient_checkpointing:  # each layer keeps its input; the loss, or one recomputed layer, comes on top
-        activations = tokens * shape.layers * DTYPE_BYTES[rules.residual or dtype] * shape.hidden
+        activations = tokens * shape.layers * DTYPE_BYTES[stored.residual or dtype] * shape.hidden
         dynamic = activations + max(logits, tokens * per_layer) + copies
     else:
         activations = tokens * shape.layers * per_layer
@@ -423,10 +423,10 @@ def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, bat
         parts["optimizer step (temporary)"] = step_copy
     parts["workspace"] = WORKSPACE
     steady = sum(static.values()) + WORKSPACE
-    if rule.trains_everything:
+    if counted.trains_everything:
         # gradients appear as activations are freed: the peak holds the larger of the two. A tied embedding
         # gets two gradients (from the input and the output layer), summed out of place at the end: +2 copies.
-        weight_bytes = DTYPE_BYTES[rules.weights or dtype]  # full fine-tuning's gradients take the weights' dtype
+        weight_bytes = DTYPE_BYTES[stored.weights or dtype]  # full fine-tuning's gradients take the weights' dtype
         tied = 2 * weight_bytes * shape.vocab * shape.hidden if shape.tied_embeddings else 0
         peak = steady + max(gradients + tied, dynamic, gradients + step_copy)
     else:
