@@ -25,6 +25,7 @@ import contextlib
 import difflib
 from typing import Callable, Iterable, Iterator
 
+import torch
 from torch import nn
 
 
@@ -57,8 +58,9 @@ class FrozenLinear(nn.Module):
         """Replace the stored weight by a dense (d_out, d_in) one (stored the layer's way: quantizing rounds)."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def merge_delta(self, delta):
-        """Add a dense (d_out, d_in) update to the stored weight."""
+        """Add a dense (d_out, d_in) update to the stored weight: read it dense, add, store again (NF4: this rounds)."""
         self.store_weight(self.dequantized_weight().float() + delta.float())
 
 

@@ -278,11 +278,6 @@ class NF4Linear(FrozenLinear):
         self._store(quantize_nf4(weight.to(self.weight_nf4.dtype), blocksize=self.weight_nf4.blocksize,
                                  double_quant=self.weight_nf4.double_quant))
 
-    @torch.no_grad()
-    def merge_delta(self, delta: torch.Tensor) -> None:
-        """Add a dense update to the 4-bit weight: dequantize, add, quantize again (this rounds)."""
-        self.store_weight(self.dequantized_weight().float() + delta.float())
-
     def _sync(self) -> NF4Tensor:
         for name in ("packed", "absmax", "offset", "absmax_absmax"):  # follow .to(device) moves of the buffers
             if hasattr(self, f"nf4_{name}"):
