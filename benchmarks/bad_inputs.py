@@ -1,4 +1,5 @@
-"""Run the bad and edge-case inputs of issue 25 against a checkout, as a new user would, and store what each one did.
+"""Run bad and edge-case inputs (a user's data, settings, folders, interruptions) against a checkout,
+as a new user would, and store what each one did.
 
     python benchmarks/bad_inputs.py data/results/bad_inputs.json [--checkout PATH] [--only NAME ...]
 
@@ -15,7 +16,7 @@ what it did). What came out is sorted into one of:
 - ``hang``: still running after the case's time limit.
 
 The tests (tests/test_finetune.py, tests/test_memory.py, tests/test_base_and_tasks.py) assert the same behaviour;
-this script keeps the before/after table of issue 25 repeatable.
+this script keeps the before/after table (data/results/bad_inputs_before.json, bad_inputs.json) repeatable.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ from pathlib import Path
 folders = sorted(p.name for p in Path(".").iterdir() if p.is_dir())
 print(("ok: " if "run" not in folders and not any("partial" in f for f in folders) else "wrong: ") + f"folders left: {folders}")
 """
-API_ERRORS = "import sys\ntry:\n{body}\nexcept (ValueError, FileNotFoundError) as e:\n    print(f'ERROR {{type(e).__name__}}: {{e}}', file=sys.stderr); sys.exit(2)\n"
+API_ERRORS = ("import sys\ntry:\n{body}\nexcept (ValueError, FileNotFoundError) as e:\n"
+              "    print(f'ERROR {{type(e).__name__}}: {{e}}', file=sys.stderr); sys.exit(2)\n")
 
 
 def api(body: str) -> list[str]:

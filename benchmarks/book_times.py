@@ -5,7 +5,7 @@
 Each notebook runs as a learner runs it (nbclient, a new ``python3`` kernel, the notebook's folder as the
 working folder), on the device the course picks (``course_device()``: the GPU when PyTorch sees one;
 ``PEFTLAB_DEVICE=cpu`` keeps the CPU). The wall-clock seconds of each chapter, the machine and any failing
-cell go to ``OUT.json``; data/results/book_times.json holds the runs behind the README's table, with their
+cell go to ``OUT.json``; data/results/book_times.json holds the runs behind docs/benchmarks.md's table, with their
 commands:
 
 - on the 2-core CPU machine: ``python benchmarks/book_times.py cpu.json --inplace`` (this also stores the
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,19 +33,10 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def machine() -> dict:
-    """What ran the book: the course's device, its name, and the CPU threads PyTorch uses."""
-    import torch
+    """What ran the book (``peftlab.course.measure.describe_machine``: the course's device, its name, the CPU)."""
+    from peftlab.course.measure import describe_machine
 
-    from peftlab.course.model import course_device
-
-    device = course_device()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    if device.type == "cpu" and Path("/proc/cpuinfo").exists():
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")]
-        name = models[0] if models else name
-    return {"device": str(device), "name": name, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    return describe_machine()
 
 
 def tidy(nb) -> None:

@@ -3,7 +3,7 @@
     python benchmarks/convergence.py --study methods --out data/results/convergence_methods.json \
         --device cuda --workers 12 --commit "$(git rev-parse HEAD)"
 
-For each method, learning rate and seed of the study, ``peftlab.tools.experiments.run_to_convergence``
+For each method, learning rate and seed of the study, ``peftlab.study.experiments.run_to_convergence``
 trains on the task until the validation loss stops improving (measured every ``--eval-every`` steps,
 stopping after ``--patience`` evaluations without a new best), puts back the best checkpoint and
 scores the test split. The output holds every run, curves included, with the command, the code's
@@ -27,37 +27,39 @@ import concurrent.futures as futures
 import json
 import multiprocessing
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from peftlab.methods.names import (ADAPTER_AND_LORA, ADAPTER_HOULSBY, ADAPTER_PFEIFFER, DORA_PEFT, FULL_FINE_TUNING, IA3, LORA,
+                                   LORA_QV, PROMPT_AND_LORA, PROMPT_TUNING, QLORA, QLORA_BASE_AND_ADAPTER)
+
 # (method, learning rates, method options): each learning-rate grid brackets the best rate found by the
 # course's short runs (chapters 03, 05, 06) by a factor of 10 or more on each side where the run allows.
 STUDIES = {
     "methods": [
-        ("full fine-tuning", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), {}),  # 1e-2: 3e-3 was best, at the grid's edge
-        ("LoRA", (3e-4, 1e-3, 3e-3, 1e-2), {}),
-        ("QLoRA", (3e-4, 1e-3, 3e-3, 1e-2), {}),
-        ("IA3", (1e-2, 3e-2, 1e-1, 3e-1), {}),
-        ("adapter (Houlsby)", (3e-4, 1e-3, 3e-3, 1e-2), {}),
-        ("adapter (Pfeiffer)", (3e-4, 1e-3, 3e-3, 1e-2), {}),
-        ("prompt tuning", (1e-3, 3e-3, 3e-2, 3e-1), {}),
+        (FULL_FINE_TUNING, (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), {}),  # 1e-2: 3e-3 was best, at the grid's edge
+        (LORA, (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        (QLORA, (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        (IA3, (1e-2, 3e-2, 1e-1, 3e-1), {}),
+        (ADAPTER_HOULSBY, (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        (ADAPTER_PFEIFFER, (3e-4, 1e-3, 3e-3, 1e-2), {}),
+        (PROMPT_TUNING, (1e-3, 3e-3, 3e-2, 3e-1), {}),
     ],
     # chapters 05-07: LoRA's scale at high and low rank (alpha/r vs rsLoRA's alpha/sqrt(r), alpha 16), q,v only,
     # DoRA, and the hybrids; their parts at r=8 on all linear layers are in "methods". Two rates around the
     # best of "methods" for LoRA (1e-3 and 3e-3 tie there).
     "variants": [
-        ("LoRA", (1e-3, 3e-3), {"r": 1, "alpha": 16}),
-        ("LoRA", (1e-3, 3e-3), {"r": 64, "alpha": 16}),
-        ("LoRA", (1e-3, 3e-3), {"r": 64, "alpha": 16, "use_rslora": True}),
-        ("LoRA q,v", (1e-3, 3e-3), {}),
-        ("DoRA (peft)", (1e-3, 3e-3), {}),
-        ("prompt + LoRA", (1e-3, 3e-3), {}),
-        ("adapter + LoRA", (1e-3, 3e-3), {}),
-        ("QLoRA base + adapter", (1e-3, 3e-3), {}),
+        (LORA, (1e-3, 3e-3), {"r": 1, "alpha": 16}),
+        (LORA, (1e-3, 3e-3), {"r": 64, "alpha": 16}),
+        (LORA, (1e-3, 3e-3), {"r": 64, "alpha": 16, "use_rslora": True}),
+        (LORA_QV, (1e-3, 3e-3), {}),
+        (DORA_PEFT, (1e-3, 3e-3), {}),
+        (PROMPT_AND_LORA, (1e-3, 3e-3), {}),
+        (ADAPTER_AND_LORA, (1e-3, 3e-3), {}),
+        (QLORA_BASE_AND_ADAPTER, (1e-3, 3e-3), {}),
     ],
 }
 
@@ -70,25 +72,18 @@ def one_run(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from peftlab.tools.experiments import run_to_convergence
+    from peftlab.study.experiments import run_to_convergence
 
     return run_to_convergence(**job)
 
 
 def environment(device: str) -> dict:
-    import peft
-    import torch
-    import transformers
+    """The call's machine: library versions, and its hardware as chapter 08 reads it (cpu, cpu_count, device, gpu)."""
+    from peftlab.course.measure import describe_machine
 
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-              if line.startswith("model name")]
-    hardware = {"cpu": models[0] if models else platform.processor() or platform.machine(),
-                "cpu_count": os.cpu_count(), "device": device}
-    if device.startswith("cuda"):
-        hardware["gpu"] = torch.cuda.get_device_name(0)
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "hardware": hardware}
+    described = describe_machine(device)
+    return {"python": described["python"], "torch": described["torch"], "transformers": described["transformers"],
+            "peft": described["peft"], "hardware": described}
 
 
 def rounded(x):
@@ -112,15 +107,14 @@ def dump(record: dict) -> str:
 
 def summarize(runs: list[dict]) -> str:
     """Per method and rate: validation loss (mean, min-max over seeds) and test loss and accuracy."""
-    groups: dict[tuple, list[dict]] = {}
-    for run in runs:
-        groups.setdefault((run["method"], run["lr"], json.dumps(run["method_kwargs"])), []).append(run)
+    from peftlab.study.results import configurations  # the chapters group runs the same way
+
     lines = [f"{'method':22s} {'lr':>7s} {'seeds':>5s} {'val loss (min-max)':>26s} {'test loss':>10s} "
              f"{'test acc':>9s} {'steps':>11s} capped"]
-    for (method, lr, kwargs), group in sorted(groups.items()):
+    for (method, lr), group in sorted(configurations(runs).items()):
         val = [r["val_loss"] for r in group]
         steps = [r["best_step"] for r in group]
-        lines.append(f"{method + (kwargs if kwargs != '{}' else ''):22s} {lr:7.0e} {len(group):5d} "
+        lines.append(f"{method:22s} {lr:7.0e} {len(group):5d} "
                      f"{statistics.mean(val):8.3f} ({min(val):.3f}-{max(val):.3f})  "
                      f"{statistics.mean(r['test_loss'] for r in group):10.3f} "
                      f"{statistics.mean(r['test_accuracy'] for r in group):9.1%} {min(steps):5d}-{max(steps):<5d} "

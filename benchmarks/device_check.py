@@ -1,6 +1,6 @@
 """Every scratch method on a GPU as on the CPU, whichever device the model was on when the method was added.
 
-For each method of ``peftlab.tools.experiments.METHODS`` that is built from scratch, on the bundled model:
+For each method of ``peftlab.study.experiments.METHODS`` that is built from scratch, on the bundled model:
 
 - **cpu**: a fresh base on the CPU, the method added there (the reference);
 - **added, then moved**: the same, then ``model.to(device)``;
@@ -25,11 +25,14 @@ import sys
 import torch
 
 from peftlab import load_base, load_task
+from peftlab.course.measure import describe_machine
 from peftlab.course.train import collate
-from peftlab.tools.experiments import apply_method
+from peftlab.methods.names import (ADAPTER_AND_LORA, ADAPTER_HOULSBY, ADAPTER_PFEIFFER, IA3, LORA, LORA_QV, PROMPT_AND_LORA,
+                                   PROMPT_TUNING, QLORA, QLORA_BASE_AND_ADAPTER)
+from peftlab.study.experiments import apply_method
 
-SCRATCH = ["LoRA", "LoRA q,v", "QLoRA", "IA3", "adapter (Houlsby)", "adapter (Pfeiffer)", "prompt tuning",
-           "prompt + LoRA", "adapter + LoRA", "QLoRA base + adapter"]
+SCRATCH = [LORA, LORA_QV, QLORA, IA3, ADAPTER_HOULSBY, ADAPTER_PFEIFFER, PROMPT_TUNING,
+           PROMPT_AND_LORA, ADAPTER_AND_LORA, QLORA_BASE_AND_ADAPTER]
 TOLERANCE = 1e-4  # fp32 on both sides with TF32 off: only the order of summation differs
 
 
@@ -69,7 +72,8 @@ def check(method: str, device: torch.device, batch: dict) -> list[dict]:
                                                       for p in trainable) and \
                 all(p.grad is None for p in model.parameters() if not p.requires_grad)
             row["where"] = ",".join(sorted(places(model)))
-            row["ok"] = (row["max |weights - cpu|"] == 0 and row["max |logits - cpu|"] < TOLERANCE and row["grads ok"] and row["where"] == device.type)
+            row["ok"] = (row["max |weights - cpu|"] == 0 and row["max |logits - cpu|"] < TOLERANCE and row["grads ok"]
+                         and row["where"] == device.type)
         except Exception as error:  # a method that cannot run there: the row says why
             row["error"] = f"{type(error).__name__}: {str(error)[:160]}"
             row["ok"] = False
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     _, tokenizer = load_base(device="cpu")
     batch = collate(tokenizer, load_task("addition", "validation")[:8])
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = describe_machine(device)["name"]
     print(f"device: {name}; torch {torch.__version__}; logits compared with the CPU within {TOLERANCE:g}")
     failed = 0
     for method in args.methods:

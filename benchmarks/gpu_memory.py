@@ -1,4 +1,4 @@
-"""Measure peak GPU memory of training steps, for checking ``peftlab.tools.memory`` against reality.
+"""Measure peak GPU memory of training steps, for checking ``peftlab.memory`` against reality.
 
     python benchmarks/gpu_memory.py --out data/results/gpu_memory.json [--sizes Llama-3.2-1B ...]
     python benchmarks/gpu_memory.py --out rows.json --recipe "peft QLoRA" --sizes Qwen2-0.5B --batches 1 4
@@ -33,34 +33,32 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-SHAPES = {  # from the models' published config.json files
-    "Llama-3.2-1B": dict(num_hidden_layers=16, hidden_size=2048, intermediate_size=8192, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "Llama-3.2-3B": dict(num_hidden_layers=28, hidden_size=3072, intermediate_size=8192, num_attention_heads=24,
-                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "Llama-2-7B": dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
-                       num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
-    "Llama-3.1-8B": dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
-    "Mistral-7B-v0.1": dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
-                            num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False),
-    # Qwen2: a 152k vocabulary, few key-value heads (6-7 query heads share each), biases on q, k and v
-    "Qwen2-0.5B": dict(num_hidden_layers=24, hidden_size=896, intermediate_size=4864, num_attention_heads=14,
-                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "Qwen2-1.5B": dict(num_hidden_layers=28, hidden_size=1536, intermediate_size=8960, num_attention_heads=12,
-                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "Qwen2-7B": dict(num_hidden_layers=28, hidden_size=3584, intermediate_size=18944, num_attention_heads=28,
-                     num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from peftlab import ALL_LINEAR, memory  # noqa: E402
+from peftlab.course.measure import describe_machine  # noqa: E402
+from peftlab.methods.names import FULL_FINE_TUNING, LORA, QLORA  # noqa: E402
+
+# The shapes measured: the calculator's published shapes (peftlab.memory.KNOWN_SHAPES) and four more, each from its
+# model's config.json; a model is built from the shape's config keys (ModelShape.to_config).
+PUBLISHED = {**memory.KNOWN_SHAPES,
+             "Mistral-7B-v0.1": memory.ModelShape(32, 4096, 14336, 32, 8, 32000),
+             # Qwen2: a 152k vocabulary, few key-value heads (6-7 query heads share each), biases on q, k and v
+             "Qwen2-0.5B": memory.ModelShape(24, 896, 4864, 14, 2, 151936, tied_embeddings=True),
+             "Qwen2-1.5B": memory.ModelShape(28, 1536, 8960, 12, 2, 151936, tied_embeddings=True),
+             "Qwen2-7B": memory.ModelShape(28, 3584, 18944, 28, 4, 152064)}
+SHAPES = {name: PUBLISHED[name].to_config() for name in ("Llama-3.2-1B", "Llama-3.2-3B", "Llama-2-7B", "Llama-3.1-8B",
+                                                         "Mistral-7B-v0.1", "Qwen2-0.5B", "Qwen2-1.5B", "Qwen2-7B")}
 RECIPES = ("bf16 + bnb AdamW 32-bit", "peft QLoRA", "torch AdamW", "fp32 + bf16 autocast")
-# the rows name recipe and optimizer as peftlab.tools.memory does: its "16-bit" recipe with either optimizer
+# the rows name recipe and optimizer as peftlab.memory does: its "16-bit" recipe with either optimizer
 MEMORY_RECIPE = {"bf16 + bnb AdamW 32-bit": "16-bit", "torch AdamW": "16-bit"}
-LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LINEAR = list(ALL_LINEAR)
 LORA_R = 16
 
 
@@ -75,7 +73,7 @@ def build(size: str, method: str, recipe: str = RECIPES[0], checkpointing: bool 
     dtype = torch.float32 if recipe == "fp32 + bf16 autocast" else torch.bfloat16
     with torch.device("cuda"):
         model = model_class._from_config(config, torch_dtype=dtype)
-    if method == "QLoRA":  # what BitsAndBytesConfig(load_in_4bit, nf4, double quant, bf16 compute) builds
+    if method == QLORA:  # what BitsAndBytesConfig(load_in_4bit, nf4, double quant, bf16 compute) builds
         for layer in model.model.layers:
             for parent in (layer.self_attn, layer.mlp):
                 for name, child in list(parent.named_children()):
@@ -96,7 +94,7 @@ def build(size: str, method: str, recipe: str = RECIPES[0], checkpointing: bool 
 
             model.is_loaded_in_4bit = True  # what from_pretrained(quantization_config=...) sets; prepare reads it
             model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-    if method in ("LoRA", "QLoRA"):
+    if method in (LORA, QLORA):
         import peft
 
         model = peft.get_peft_model(model, peft.LoraConfig(r=LORA_R, lora_alpha=2 * LORA_R, lora_dropout=0.0,
@@ -150,8 +148,8 @@ def measure(model, seq: int, batch: int, optimizer_name: str, steps: int = 2, au
             "peak_bytes": peak, "seconds": round(seconds, 3)}
 
 
-METHODS = {RECIPES[0]: ("full fine-tuning", "LoRA", "QLoRA"), "peft QLoRA": ("QLoRA",),
-           "torch AdamW": ("full fine-tuning", "LoRA"), "fp32 + bf16 autocast": ("full fine-tuning", "LoRA")}
+METHODS = {RECIPES[0]: (FULL_FINE_TUNING, LORA, QLORA), "peft QLoRA": (QLORA,),
+           "torch AdamW": (FULL_FINE_TUNING, LORA), "fp32 + bf16 autocast": (FULL_FINE_TUNING, LORA)}
 
 
 def main():
@@ -167,15 +165,9 @@ def main():
     parser.add_argument("--set", default=None, help='what the rows are for: "calibration" or "held out"')
     args = parser.parse_args()
 
-    import bitsandbytes
-    import peft
-    import transformers
-
     stored = json.load(open(args.out)) if args.append else {}
     rows = stored.get("rows", [])
-    environment = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                   "transformers": transformers.__version__, "peft": peft.__version__,
-                   "bitsandbytes": bitsandbytes.__version__, "python": platform.python_version()}
+    environment = describe_machine("cuda")  # gpu, torch, transformers, peft, bitsandbytes, python, ...
     optimizer_name = "AdamW 32-bit" if args.recipe == RECIPES[0] else "torch AdamW"
     for size in args.sizes:
         for method in args.methods or METHODS[args.recipe]:
@@ -189,14 +181,14 @@ def main():
                 if args.recipe != "peft QLoRA":
                     set_checkpointing(model, ckpt)
                 variants = [(batch, seq, optimizer_name) for batch in args.batches for seq in args.seqs]
-                if method == "full fine-tuning" and args.recipe == RECIPES[0] and not ckpt:
+                if method == FULL_FINE_TUNING and args.recipe == RECIPES[0] and not ckpt:
                     variants.append((args.batches[0], args.seqs[0], "AdamW 8-bit"))
                 for batch, seq, optimizer in variants:
                     row = {"model": size, **SHAPES[size], "recipe": MEMORY_RECIPE.get(args.recipe, args.recipe),
                            "method": method, "seq": seq,
                            "batch": batch, "gradient_checkpointing": ckpt, "optimizer": optimizer,
-                           "lora_r": LORA_R if method != "full fine-tuning" else None,
-                           "lora_targets": LINEAR if method != "full fine-tuning" else None}
+                           "lora_r": LORA_R if method != FULL_FINE_TUNING else None,
+                           "lora_targets": LINEAR if method != FULL_FINE_TUNING else None}
                     try:
                         row.update(measure(model, seq, batch, optimizer, autocast=args.recipe == "fp32 + bf16 autocast"))
                     except torch.cuda.OutOfMemoryError:

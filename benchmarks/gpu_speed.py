@@ -27,13 +27,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
 import time
 
 import torch
 
 from gpu_memory import SHAPES, LINEAR, LORA_R, build
+
+from peftlab.course.measure import describe_machine
+from peftlab.methods.names import LORA, QLORA
 
 
 def scratch(size: str, method: str):
@@ -46,7 +48,7 @@ def scratch(size: str, method: str):
     with torch.device("cuda"):
         model = LlamaForCausalLM._from_config(config, torch_dtype=torch.bfloat16)
     lora_config = lora.LoraConfig(r=LORA_R, alpha=2 * LORA_R, target_modules=tuple(LINEAR))
-    if method == "QLoRA":
+    if method == QLORA:
         qlora.add_qlora(model, lora_config)
     else:
         lora.add_lora(model, lora_config)
@@ -86,10 +88,10 @@ def main():
     parser.add_argument("--variants", nargs="*")
     parser.add_argument("--out")
     args = parser.parse_args()
-    builders = {"peft LoRA": lambda: build(args.size, "LoRA"),
-                "scratch LoRA": lambda: scratch(args.size, "LoRA"),
-                "bnb + peft QLoRA": lambda: build(args.size, "QLoRA"),
-                "scratch QLoRA": lambda: scratch(args.size, "QLoRA")}
+    builders = {"peft LoRA": lambda: build(args.size, LORA),
+                "scratch LoRA": lambda: scratch(args.size, LORA),
+                "bnb + peft QLoRA": lambda: build(args.size, QLORA),
+                "scratch QLoRA": lambda: scratch(args.size, QLORA)}
     names = args.variants or list(builders)
     peaks, runners = {}, {}
     for name in names:  # peak memory, one variant at a time, the others already built held aside
@@ -132,7 +134,7 @@ def main():
     if args.out:
         json.dump({"command": "python benchmarks/gpu_speed.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
                                                                         if v is not None and k != "out"),
-                   "device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
+                   "device": torch.cuda.get_device_name(), "machine": describe_machine("cuda"),
                    "size": args.size, "seq": args.seq, "batch": args.batch, "step_seconds": step, "rounds": times,
                    "peak_bytes": peaks, "ratios": ratios}, open(args.out, "w"), indent=1)
 

@@ -35,26 +35,34 @@ def build(base):
     qv, all_linear = lora.LoraConfig(target_modules=("q_proj", "v_proj")), lora.LoraConfig(target_modules=ALL_LINEAR)
     models = {}
     for name, config in [("LoRA r=8 q,v", qv), ("LoRA r=8 all linear", all_linear)]:
-        m = fresh(); lora.add_lora(m, config)
+        m = fresh()
+        lora.add_lora(m, config)
         models[name] = (m, add_lora_peft(fresh(), config), lora.merge_and_unload(copy.deepcopy(m)))
-    m = fresh(); ia3.add_ia3(m)
+    m = fresh()
+    ia3.add_ia3(m)
     models["IA3"] = (m, add_ia3_peft(fresh()), ia3.fold_ia3(copy.deepcopy(m)))
     for placement in ("houlsby", "pfeiffer"):
         config = bottleneck.AdapterConfig(placement=placement)
-        m = fresh(); bottleneck.add_adapter(m, "task", config)
+        m = fresh()
+        bottleneck.add_adapter(m, "task", config)
         models[f"adapter {placement}"] = (m, add_adapter_adapterhub(fresh(), "task", config), None)
-    m = fresh(); prompt.add_prompt(m, prompt.PromptTuningConfig(16, init="random"))
+    m = fresh()
+    prompt.add_prompt(m, prompt.PromptTuningConfig(16, init="random"))
     models["prompt tuning 16"] = (m, add_prompt_peft(fresh(), prompt.PromptTuningConfig(16)), None)
-    m = fresh(); qlora.add_qlora(m, all_linear)
+    m = fresh()
+    qlora.add_qlora(m, all_linear)
     # merged into the 4-bit base: dequantize, add, requantize (lossy; see tests/test_qlora.py)
     models["QLoRA all linear"] = (m, add_lora_peft(load_base_4bit()[0], all_linear),
                                   lora.merge_and_unload(copy.deepcopy(m)))
-    m = fresh(); hybrid.add_adapter_and_lora(m, "task", bottleneck.AdapterConfig("pfeiffer"), qv)
+    m = fresh()
+    hybrid.add_adapter_and_lora(m, "task", bottleneck.AdapterConfig("pfeiffer"), qv)
     models["adapter+LoRA"] = (m, add_adapter_and_lora_adapterhub(fresh(), "task", bottleneck.AdapterConfig("pfeiffer"), qv),
                               None)
-    m = fresh(); hybrid.add_prompt_and_lora(m, prompt.PromptTuningConfig(16, init="random"), qv)
+    m = fresh()
+    hybrid.add_prompt_and_lora(m, prompt.PromptTuningConfig(16, init="random"), qv)
     models["prompt+LoRA"] = (m, None, None)
-    m = fresh(); hybrid.add_qlora_base_and_adapter(m, "task", bottleneck.AdapterConfig())
+    m = fresh()
+    hybrid.add_qlora_base_and_adapter(m, "task", bottleneck.AdapterConfig())
     models["NF4 base+adapter"] = (m, None, None)
     return models
 
@@ -121,7 +129,7 @@ def main():
         "dequantize scratch": lambda: nf4.dequantize_nf4(q_ours),
         "dequantize bnb": lambda: bnbf.dequantize_4bit(packed, state),
     }, repeats=max(5, args.repeats // 2))
-    print(f"\nNF4 on a 2048x2048 fp32 weight, double quantization (scratch / bitsandbytes CPU):")
+    print("\nNF4 on a 2048x2048 fp32 weight, double quantization (scratch / bitsandbytes CPU):")
     for op in ("quantize", "dequantize"):
         a, b = nf4_times[f"{op} scratch"], nf4_times[f"{op} bnb"]
         print(f"  {op:10s} {a / b:6.2f}x   ({a * 1e3:.1f} ms vs {b * 1e3:.1f} ms)")

@@ -1,4 +1,5 @@
-"""The production recipe (peftlab.production.finetune) on one GPU and on two, side by side (issue 14).
+"""The production recipe (peftlab.production.finetune) on one GPU and on two, side by side: the same
+global batch, throughput, scaling efficiency, per-GPU peaks against the calculator, and whether the adapters agree.
 
 A Llama-3.1-8B shape with random weights (bf16), sequences of about 4096 tokens, LoRA r = 8 on every
 linear layer; and the same with QLoRA (NF4 through bitsandbytes, peft's prepare_model_for_kbit_training).
@@ -32,7 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peftlab.tools import memory  # noqa: E402
+from peftlab import memory  # noqa: E402
+from peftlab.production.finetune import METHODS as FINETUNE_METHODS  # noqa: E402
 
 GB = 1e9
 # the shapes of the memory calculator, and a tiny one that runs the whole script on a CPU in seconds (a smoke test)
@@ -76,8 +78,9 @@ def prepare(args) -> None:
         rows.append({"prompt": prompt, "answer": answer})
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     lengths = [len(tokenizer(r["prompt"] + r["answer"])["input_ids"]) for r in rows]
-    (folder / "prepared.json").write_text(json.dumps({"command": " ".join(sys.argv), "shape": args.shape, "seq": args.seq, "examples": len(rows),
-                                                      "tokens": [min(lengths), max(lengths)]}) + "\n")
+    prepared = {"command": " ".join(sys.argv), "shape": args.shape, "seq": args.seq, "examples": len(rows),
+                "tokens": [min(lengths), max(lengths)]}
+    (folder / "prepared.json").write_text(json.dumps(prepared) + "\n")
     print(f"model ({shape.parameters() / 1e9:.2f}B) and {len(rows)} examples of {min(lengths)}-{max(lengths)} tokens "
           f"in {folder}")
 
@@ -141,7 +144,8 @@ def report(args) -> None:
     prepared = json.loads((folder / "prepared.json").read_text())
     shape = SHAPES[prepared["shape"]]
     out = {"command": args.made_by or " ".join(sys.argv), "prepared": prepared, "runs": {}, "comparisons": {}}
-    for method, recipe, calculator_method in (("lora", "16-bit", "LoRA"), ("qlora", "peft QLoRA", "QLoRA")):
+    for method, recipe in (("lora", "16-bit"), ("qlora", "peft QLoRA")):
+        calculator_method = FINETUNE_METHODS[method]
         runs = {}
         for gpus in (1, 2):
             name = f"{method}-{gpus}gpu"
@@ -172,11 +176,13 @@ def report(args) -> None:
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     for method, runs in out["runs"].items():
         for gpus, run in runs.items():
-            print(f"{method} {gpus} GPU: step {run['step_seconds']:.2f} s (median; mean {run['mean_step_seconds']:.2f}), {run['tokens_per_second']:.0f} tokens/s, peak "
+            print(f"{method} {gpus} GPU: step {run['step_seconds']:.2f} s (median; mean {run['mean_step_seconds']:.2f}), "
+                  f"{run['tokens_per_second']:.0f} tokens/s, peak "
                   f"{', '.join('%.1f' % p for p in run['peak_allocated_gb'])} GB per GPU (estimate {run['estimate_gb']:.1f})")
         if method in out["comparisons"]:
             c = out["comparisons"][method]
-            print(f"{method}: scaling efficiency {c['scaling_efficiency']:.3f} (of means {c['scaling_efficiency_of_means']:.3f}); adapters differ by "
+            print(f"{method}: scaling efficiency {c['scaling_efficiency']:.3f} "
+                  f"(of means {c['scaling_efficiency_of_means']:.3f}); adapters differ by "
                   f"{c['adapter_difference']['relative_norm']:.2e} (relative norm), {c['adapter_difference']['max_abs']:.2e} max")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14's run: the production recipe on one GPU and on two (benchmarks/multi_gpu.py), LoRA then QLoRA, on a
+# The production recipe on one GPU and on two (benchmarks/multi_gpu.py), LoRA then QLoRA, on a
 # Llama-3.1-8B shape with random weights at 4096 tokens, batch 2 per GPU (one GPU: 2 x 2 accumulated).
 #   bash benchmarks/multi_gpu.sh OUT_FILE [SHAPE SEQ STEPS]      (tiny 128 4 runs it on a CPU in a minute)
 set -euo pipefail

@@ -18,12 +18,16 @@ c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
 
 # A kernel that dies (os._exit, a crash in compiled code, killed for memory) would make nbgrader drop the whole
-# submission; this executor fails only the cell it died in and goes on in a new kernel (peftlab/tools/autograder.py).
+# submission; this executor fails only the cell it died in and goes on in a new kernel (classroom/autograder.py).
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,  # noqa: E402
                                     SaveAutoGrades)
 
-from peftlab.tools.autograder import ExecuteSurvivingCrashes  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # autograder.py sits beside this file, not in the package
+from autograder import ExecuteSurvivingCrashes  # noqa: E402
 
 c.Autograde.autograde_preprocessors = [ExecuteSurvivingCrashes, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]

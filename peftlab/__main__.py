@@ -1,7 +1,7 @@
 import sys
 
 try:
-    from peftlab.tools.cli import main
+    from peftlab.cli import main
 except KeyboardInterrupt:  # Ctrl-C while torch and transformers are still being imported
     print("peftlab: interrupted", file=sys.stderr)
     sys.exit(130)

@@ -29,7 +29,7 @@ else
   "${pip[@]}" "torch==$torch_version+cpu" 2>/dev/null \
     || "${pip[@]}" "torch==$torch_version+cpu" --index-url https://download.pytorch.org/whl/cpu
 fi
-"${pip[@]}" -e ".[test]" -c constraints.txt
+"${pip[@]}" -e ".[test,classroom]" -c constraints.txt
 .venv/bin/python -m pip check
 touch "$stamp"
 echo "peftlab setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

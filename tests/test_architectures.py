@@ -1,4 +1,5 @@
-"""The course's methods on the architectures learners bring (issue 13): what each supports, and the adapters it saves."""
+"""The course's methods on the architectures learners bring (Llama, Mistral, Qwen2, Gemma, Phi-3, GPT-2,
+BERT): what each supports, and the adapters it saves."""
 
 import copy
 import functools
@@ -13,7 +14,7 @@ from transformers import (BertConfig, BertModel, GemmaConfig, GemmaForCausalLM, 
                           LlamaForCausalLM, MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM)
 
-from peftlab.core.checkpoint import peft_task_type
+from peftlab.core.architectures import peft_task_type
 from peftlab.core.inject import InjectionError, find_targets, is_conv1d
 from peftlab.methods import bottleneck as bn
 from peftlab.methods import ia3, lora, nf4, prompt, qlora
@@ -76,7 +77,7 @@ def test_lora_on_gpt2_conv1d_equals_peft_and_round_trips(tmp_path):
 
 
 # --- every method on every architecture ------------------------------------------------------------------------------
-# Tiny random models (hidden 32, 2 layers, vocabulary 100) of the seven architectures of issue 13; each test compares
+# Tiny random models (hidden 32, 2 layers, vocabulary 100) of the seven architectures above; each test compares
 # the scratch method with peft or AdapterHub where they support the pair, and checks the clear error where it cannot
 # apply. ARCHS: name -> (model, LoRA targets).
 
@@ -301,7 +302,7 @@ def test_qlora_computes_lora_on_the_dequantized_weights(arch, tmp_path):
     reference = _quantized_reference(base, targets)
     lora.add_lora(reference, lora.LoraConfig(r=2, target_modules=targets))
     with torch.no_grad():
-        for (path, mine), (_, theirs) in zip(lora.lora_layers(ours), lora.lora_layers(reference)):
+        for (_, mine), (_, theirs) in zip(lora.lora_layers(ours), lora.lora_layers(reference)):
             theirs.lora_A.weight.copy_(mine.lora_A.weight)
             theirs.lora_B.weight.copy_(mine.lora_B.weight)
     assert_same(output(ours, IDS), output(reference, IDS))
@@ -385,7 +386,7 @@ def test_bitsandbytes_cpu_dequantization_of_rows_narrower_than_a_block(tmp_path)
     native = bnb_f.dequantize_4bit(packed, state)
     reference = _dequantize_4bit_compute(packed.view(-1), state.absmax, state.code, 64, (96, 32), torch.float32)
     native_is_wrong = bool((native - reference).abs().max() > 0.1)  # right: equal; wrong: off by ~1 (weights ~N(0,1))
-    assert native_is_wrong == _has_avx512f(), "bitsandbytes' CPU dequantization changed: revisit the guard and README"
+    assert native_is_wrong == _has_avx512f(), "bitsandbytes' CPU dequantization changed: revisit the guard and docs/testing.md"
 
     torch.manual_seed(0)
     hub = _gpt2_4bit_through_transformers(

@@ -124,7 +124,7 @@ def test_every_seeded_test_passed_for_five_stored_seeds():
     for node, runs in stored.items():
         by_function.setdefault(node.split("/")[-1].split("[")[0], []).append((node, runs))
     assert set(by_function) == seeded_tests(), "run benchmarks/test_seeds.py again: the seeded tests changed"
-    for function, nodes in by_function.items():
+    for nodes in by_function.values():
         for node, runs in nodes:
             assert len(runs) >= 5, f"{node}: stored for {len(runs)} seeds, not 5 or more"
             failed = sorted(seed for seed, outcome in runs.items() if outcome != "passed")

@@ -12,9 +12,9 @@ from peftlab import course_seed  # 0 unless PEFTLAB_SEED: benchmarks/test_seeds.
 from peftlab.course import tasks
 from peftlab.course.data import data_path
 from peftlab.course.model import bundled_model, load_base
+from peftlab.course.train import TrainConfig, evaluate, train
 
 BUNDLED_MODEL = bundled_model()
-from peftlab.course.train import TrainConfig, evaluate, train
 
 # The builders are scripts outside the package that import each other as plain modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "make"))

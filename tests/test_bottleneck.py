@@ -127,4 +127,4 @@ def test_a_missing_attribute_names_the_slot_and_the_layer_it_wraps(make_tiny):
     bn.add_adapter(model, "task", bn.AdapterConfig("houlsby"))
     slot = next(m for m in model.modules() if type(m).__name__ == "AdapterSlot")
     with pytest.raises(AttributeError, match=r"AdapterSlot \(around a \w+\) has no attribute 'nonexistent'"):
-        slot.nonexistent
+        slot.nonexistent  # noqa: B018 -- the attribute access is what is tested

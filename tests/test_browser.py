@@ -84,7 +84,7 @@ def lab(tmp_path_factory):
         except OSError:
             if server.poll() is not None or time.time() > deadline:
                 server.kill()
-                raise RuntimeError(f"JupyterLab did not start: {(root / 'jupyterlab.log').read_text()[-2000:]}")
+                raise RuntimeError(f"JupyterLab did not start: {(root / 'jupyterlab.log').read_text()[-2000:]}") from None
             time.sleep(0.5)
     yield {"url": url, "token": token, "root": root}
     server.terminate()

@@ -1,4 +1,4 @@
-"""Every chapter teaches, not only shows (issue 12): objectives and prerequisites at the top, "predict,
+"""Every chapter teaches, not only shows: objectives and prerequisites at the top, "predict,
 then run" questions answered by the next cell, and exercises in three tiers at the end, whose worked
 solutions live with the instructor's notes (classroom/instructor/solutions/), not under the question.
 

@@ -7,7 +7,7 @@ For each assignment in ``classroom/source``, in a throwaway course folder:
   points of the checks that cover it;
 - ``nbgrader generate_feedback`` writes feedback that names each mistake.
 A submission that never returns is stopped by the per-cell time limit, and one whose kernel dies
-fails the cell it died in (peftlab/tools/autograder.py): each scores zero on that check, and grading
+fails the cell it died in (classroom/autograder.py): each scores zero on that check, and grading
 goes on. Answers that an instructor grades by hand (assignment 6's recommendation) are left for
 them: "full marks" is every automatically graded point, and the written answer waits, marked as
 needing a manual grade.
@@ -64,7 +64,8 @@ def with_mistake(solution: dict, mistake: dict) -> dict:
 def graded(tmp_path_factory):
     """Every assignment released, its submissions autograded and given feedback, in one throwaway course."""
     course = tmp_path_factory.mktemp("course")
-    shutil.copy(CLASSROOM / "nbgrader_config.py", course)
+    for settings in ("nbgrader_config.py", "autograder.py"):  # the executor that survives a dead kernel sits beside
+        shutil.copy(CLASSROOM / settings, course)
     shutil.copytree(CLASSROOM / "source", course / "source")
     results = {}
     for name in ASSIGNMENTS:

@@ -1,5 +1,5 @@
 """Every scratch method runs where the model is, whichever device it was on when the method was added
-(benchmarks/device_check.py; on an H200 its output is in the README). On a machine without CUDA the same
+(benchmarks/device_check.py; on an H200 its output is in docs/benchmarks.md). On a machine without CUDA the same
 checks run CPU against CPU, which still covers the order of the steps: a method added to a model, or a model
 moved after its method was added; a seed gives the same initial weights either way."""
 
@@ -55,7 +55,6 @@ def test_adapters_on_a_meta_model_allocate_nothing():
         model = LlamaForCausalLM(config)
     bottleneck.add_adapter(model, "task")
     assert {p.device.type for p in model.parameters()} == {"meta"}
-
 
 
 def test_the_course_device_is_the_gpu_when_present_unless_told(monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 
 from peftlab import course_seed
-from peftlab.tools.experiments import METHODS, run
+from peftlab.study.experiments import METHODS, run
 
 
 def test_unknown_method_names_the_choices():
@@ -14,7 +14,7 @@ def test_a_method_refuses_an_option_it_does_not_take_and_honours_those_it_takes(
     and run("IA3", ..., r=64) ignored r."""
     from peftlab import load_base
     from peftlab.methods import lora
-    from peftlab.tools.experiments import apply_method
+    from peftlab.study.experiments import apply_method
 
     with pytest.raises(ValueError, match="IA3 does not take r; it takes target_modules, feedforward_modules"):
         run("IA3", "sentiment", r=64)
@@ -38,7 +38,7 @@ def test_a_run_reports_what_the_chapters_tabulate():
 def test_run_to_convergence_stops_when_validation_stalls_and_scores_the_best_checkpoint():
     import torch
 
-    from peftlab.tools.experiments import run_to_convergence
+    from peftlab.study.experiments import run_to_convergence
 
     # lr 0.3 makes LoRA diverge at once: the best validation loss is an early one, and patience 2 stops the run
     result = run_to_convergence("LoRA", "addition", lr=0.3, seed=course_seed(), eval_every=10, patience=2, max_steps=200)
@@ -63,7 +63,7 @@ def test_train_stops_when_its_callback_says_so():
 
 
 def test_run_to_convergence_refuses_settings_that_cannot_stop():
-    from peftlab.tools.experiments import run_to_convergence
+    from peftlab.study.experiments import run_to_convergence
 
     with pytest.raises(ValueError, match="max_steps >= eval_every"):
         run_to_convergence("LoRA", "addition", eval_every=100, max_steps=50)

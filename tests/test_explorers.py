@@ -1,4 +1,4 @@
-"""The explorers' computations (peftlab.tools.explore) and widgets (peftlab.tools.widgets), driven as a reader would."""
+"""The explorers' computations (peftlab.explorers.compute) and widgets (peftlab.explorers.widgets), driven as a reader would."""
 
 import math
 
@@ -6,38 +6,38 @@ import pytest
 import torch
 
 from peftlab.methods import nf4
-from peftlab.tools import explore, widgets
+from peftlab.explorers import compute, widgets
 
 
 def test_rank_profile_of_a_rank_two_matrix():
     torch.manual_seed(0)
     m = torch.randn(20, 2) @ torch.randn(2, 30)
-    profile = explore.rank_profile(m)
+    profile = compute.rank_profile(m)
     assert len(profile["singular_values"]) == 20
     assert profile["energy_kept"][1] == pytest.approx(1.0, abs=1e-6)
     assert profile["energy_kept"][0] < 0.999
-    summary = explore.rank_summary(profile, 2)
+    summary = compute.rank_summary(profile, 2)
     assert summary["relative_error"] < 1e-3
     assert summary["lora_parameters"] == 2 * (20 + 30) and summary["dense_parameters"] == 600
     with pytest.raises(ValueError, match="between 1 and 20"):
-        explore.rank_summary(profile, 21)
+        compute.rank_summary(profile, 21)
     with pytest.raises(ValueError, match="2-D"):
-        explore.rank_profile(torch.zeros(3))
+        compute.rank_profile(torch.zeros(3))
 
 
 def test_smooth_and_lr_table_pick_the_lowest_finite_loss():
-    assert explore.smooth([1, 2, 3, 4], window=2) == [1, 1.5, 2.5, 3.5]
+    assert compute.smooth([1, 2, 3, 4], window=2) == [1, 1.5, 2.5, 3.5]
     rows = [{"method": "a", "lr": 1e-2, "loss": 0.5, "losses": [1, 1]},
             {"method": "a", "lr": 1e-3, "loss": 0.7, "losses": [1, 1]},
             {"method": "a", "lr": 1e-1, "loss": float("nan"), "losses": [1, float("nan")]},
             {"method": "b", "lr": 1e-3, "loss": 0.2, "losses": [1, 0.5]}]
-    table = explore.lr_table(rows)
+    table = compute.lr_table(rows)
     assert table["a"]["lrs"] == [1e-3, 1e-2, 1e-1] and table["a"]["best_lr"] == 1e-2
     assert table["b"]["best_lr"] == 1e-3
     with pytest.raises(ValueError, match="lacks"):
-        explore.lr_table([{"method": "a", "lr": 1}])
+        compute.lr_table([{"method": "a", "lr": 1}])
     with pytest.raises(ValueError, match="run the sweep"):
-        explore.lr_table([])
+        compute.lr_table([])
 
 
 def test_codebooks_match_bitsandbytes_tables():
@@ -69,12 +69,12 @@ def test_quantize_dequantize_nf4_equals_the_packed_path_and_rejects_bad_input():
 def test_quantization_errors_shrink_with_smaller_blocks_and_nf4_beats_int4_on_normal_weights():
     torch.manual_seed(0)
     w = {"w": torch.randn(256, 256) * 0.02}
-    errors = explore.quantization_errors(w, blocksizes=(16, 64, 4096))
+    errors = compute.quantization_errors(w, blocksizes=(16, 64, 4096))
     for name in errors:
         assert errors[name][16] < errors[name][64] < errors[name][4096]
     assert errors["NF4"][64] < errors["int4"][64] and errors["NF4"][64] < errors["FP4"][64]
-    assert explore.quantization_error(w["w"], "NF4", 64) == pytest.approx(errors["NF4"][64], rel=1e-5)
-    scaled = explore.scaled_block_values(w["w"], 64)
+    assert compute.quantization_error(w["w"], "NF4", 64) == pytest.approx(errors["NF4"][64], rel=1e-5)
+    scaled = compute.scaled_block_values(w["w"], 64)
     assert scaled.abs().max() == pytest.approx(1.0) and scaled.numel() == 256 * 256
 
 

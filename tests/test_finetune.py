@@ -22,7 +22,7 @@ from peftlab.course.tasks import load_task
 from peftlab.course.train import collate
 from peftlab.methods import lora
 from peftlab.production.finetune import FinetuneConfig, load_examples
-from peftlab.tools.cli import main
+from peftlab.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
@@ -50,8 +50,8 @@ def _run(args: list[str], out: Path, audit: Path, launcher: list[str]) -> None:
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "write_audit"), str(ROOT)]),
            "PEFTLAB_WRITE_AUDIT": str(audit)}
     audit.mkdir()
-    command = launcher + ["-m", "peftlab", "finetune", "--data", str(out.parent / "uneven.jsonl"), "--output", str(out), "--steps", str(STEPS),
-                          "--no-progress"] + args
+    command = launcher + ["-m", "peftlab", "finetune", "--data", str(out.parent / "uneven.jsonl"), "--output", str(out),
+                          "--steps", str(STEPS), "--no-progress"] + args
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=out.parent)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -146,7 +146,7 @@ def test_bad_input_gets_a_clear_error(tmp_path, capsys, monkeypatch):
     assert "is empty" in _fail(capsys, "--data", str(empty), "--output", out)
     assert "neither a course task" in _fail(capsys, "--data", "additon", "--output", out)
     error = _fail(capsys, "--data", "addition", "--output", out, "--model", "someone/no-such-model")
-    assert "'someone/no-such-model' is not a local folder" in error and "HF_HUB_OFFLINE" in error
+    assert "--model someone/no-such-model is not a local folder" in error and "HF_HUB_OFFLINE" in error
     assert not Path(out).exists(), "nothing is written for a run that could not start"
 
 
@@ -177,7 +177,7 @@ def test_qlora_trains_over_bitsandbytes_nf4_weights(tmp_path):
     assert any(float(t.abs().max()) > 0 for k, t in tensors.items() if "lora_B" in k), "B moved from zero"
 
 
-# --- a user's data and folders (issue 25) ------------------------------------------------------------------------
+# --- a user's data and folders ----------------------------------------------------------------------------------
 
 def _examples(tmp_path, name, text, **columns):
     path = tmp_path / name

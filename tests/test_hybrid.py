@@ -18,7 +18,7 @@ from peftlab.production import (add_adapter_adapterhub, add_adapter_and_lora_ada
 
 def randomize(model, seed=0):
     g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             p.data.copy_(torch.randn(p.shape, generator=g) * 0.1)
 

@@ -2,8 +2,9 @@
 
 1. the from-scratch code (``peftlab/core``, ``peftlab/methods``) never imports the production
    libraries (peft, AdapterHub ``adapters``, bitsandbytes); in the package only ``peftlab/production/`` does;
-2. only ``peftlab/tools/widgets.py`` draws (ipywidgets, plotly), so computations run without a screen;
+2. only ``peftlab/explorers/widgets.py`` draws (ipywidgets, plotly), so computations run without a screen;
 3. the package never imports from ``notebooks/``, nor the scripts that build ``data/`` (``data/make/``);
+4. the package never imports nbgrader: grading a class is the ``classroom`` extra (``classroom/autograder.py``);
 
 and the layers named in the package docstring each import only the layers above them.
 """
@@ -17,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "peftlab"
 PRODUCTION_LIBRARIES = {"peft", "adapters", "bitsandbytes"}
 DRAWING_LIBRARIES = {"ipywidgets", "plotly", "matplotlib"}
-LAYERS = ["core", "methods", "course", "production", "tools"]  # each may import only those before it
+# Each may import only those before it. A layer is a subpackage (``study/``) or a module beside them (``memory.py``).
+LAYERS = ["core", "methods", "course", "production", "memory", "grading", "study", "explorers", "cli"]
+CLASSROOM_LIBRARIES = {"nbgrader"}  # the classroom extra: a learner who only reads and runs the book goes without
 
 
 def imported_modules(path: Path, package: str | None = None) -> set[str]:
@@ -54,7 +57,7 @@ def layer_of(path: Path) -> str | None:
 def test_every_package_file_sits_in_a_layer():
     def placed(path: Path) -> bool:
         if path.parent == PACKAGE:
-            return path.name in ("__init__.py", "__main__.py")
+            return path.name in ("__init__.py", "__main__.py") or layer_of(path) is not None
         return layer_of(path) is not None
 
     stray = [str(p.relative_to(ROOT)) for p in package_files() if not placed(p)]
@@ -73,8 +76,14 @@ def test_from_scratch_code_never_imports_the_production_libraries():
 def test_only_the_widgets_module_draws():
     for path in package_files():
         found = roots(imported_modules(path)) & DRAWING_LIBRARIES
-        if path.relative_to(PACKAGE) != Path("tools/widgets.py"):
-            assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}: only peftlab/tools/widgets.py draws"
+        if path.relative_to(PACKAGE) != Path("explorers/widgets.py"):
+            assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}: only peftlab/explorers/widgets.py draws"
+
+
+def test_the_package_never_imports_the_classroom_libraries():
+    for path in package_files():
+        found = roots(imported_modules(path)) & CLASSROOM_LIBRARIES
+        assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}: grading a class lives in classroom/"
 
 
 def test_the_package_never_imports_notebooks_or_the_data_builders():
@@ -98,6 +107,6 @@ def test_each_layer_imports_only_the_layers_above_it(layer):
 
 def test_the_reader_finds_imports_inside_functions_and_relative_ones(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text("def f():\n    import peft\n    from ..tools import widgets\n")
+    sample.write_text("def f():\n    import peft\n    from ..explorers import widgets\n")
     modules = imported_modules(sample, package="peftlab.methods")
-    assert "peft" in modules and "peftlab.tools.widgets" in modules
+    assert "peft" in modules and "peftlab.explorers.widgets" in modules

@@ -1,12 +1,15 @@
 """Scratch LoRA (peftlab.methods.lora) against huggingface peft: same weights, same outputs, same files."""
 
 import copy
+import json
+import re
 
 import peft
 import pytest
 import torch
 
 from peftlab import ALL_LINEAR, course_seed
+from peftlab.core.inject import InjectionError
 from peftlab.methods import lora
 from peftlab.production import add_lora_peft, apply_lora, copy_lora_weights, lora_weights
 
@@ -105,3 +108,30 @@ def test_apply_lora_switch(make_tiny, tokens):
 def test_peft_backend_refuses_misspelt_target(make_tiny):
     with pytest.raises(ValueError, match="q_proj"):
         add_lora_peft(make_tiny(), lora.LoraConfig(target_modules=("q_prj",)))
+
+
+def test_a_regex_target_selects_the_same_layers_in_both_and_saved_files_load_both_ways(make_tiny, tokens, tmp_path,
+                                                                                      randomize_lora_B):
+    """peft reads a target_modules string as a regular expression over whole module paths, which can pick layers;
+    scratch LoRA takes the same as a compiled pattern (loading it used to widen it to every layer's q_proj)."""
+    config = lora.LoraConfig(r=4, alpha=8, target_modules=re.compile(r".*layers\.0\..*(q_proj|v_proj)"))
+    base, scratch, production = pair(make_tiny, config, randomize_lora_B)
+    assert [path for path, _ in lora.lora_layers(scratch)] == ["model.layers.0.self_attn.q_proj",
+                                                               "model.layers.0.self_attn.v_proj"]
+    production.save_pretrained(tmp_path / "peft")
+    assert json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["target_modules"] == config.target_modules[0].pattern
+    fresh = copy.deepcopy(base)
+    lora.load_lora(fresh, tmp_path / "peft")
+    assert [path for path, _ in lora.lora_layers(fresh)] == [path for path, _ in lora.lora_layers(scratch)]
+    lora.save_lora(scratch, tmp_path / "scratch")
+    loaded = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "scratch")
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(tokens).logits, production(tokens).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(loaded(tokens).logits, scratch(tokens).logits, atol=1e-5, rtol=0)
+
+
+def test_a_pattern_that_matches_nothing_or_mixed_with_names_is_refused(make_tiny):
+    with pytest.raises(ValueError, match="not both"):
+        lora.LoraConfig(target_modules=(re.compile(r".*q_proj"), "v_proj"))
+    with pytest.raises(InjectionError, match=r"target pattern '\.\*layers\\\\\.99\\\\\..\*' matches no module path"):
+        lora.add_lora(make_tiny(), lora.LoraConfig(target_modules=re.compile(r".*layers\.99\..*")))

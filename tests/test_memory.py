@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -6,7 +7,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from peftlab.core.inject import ALL_LINEAR
 from peftlab.course.data import data_path
-from peftlab.tools import memory
+from peftlab import memory
 
 
 def test_known_shapes_have_their_published_parameter_counts():
@@ -59,7 +60,7 @@ def test_bad_shapes_and_methods_are_refused_clearly():
 
 
 def test_every_method_the_calculator_counts_is_one_the_course_runs_under_the_same_name():
-    from peftlab.tools.experiments import METHODS
+    from peftlab.study.experiments import METHODS
 
     assert set(memory.METHOD_MEMORY) <= set(METHODS)
 
@@ -81,8 +82,8 @@ def test_trainable_counts_match_the_package_on_the_bundled_model():
         model = copy.deepcopy(base)
         build(model)
         counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        assert memory.trainable_parameters(shape, method) == counted, method
-    assert memory.trainable_parameters(shape, "full fine-tuning") == sum(p.numel() for p in base.parameters())
+        assert memory.trainable_count(shape, method) == counted, method
+    assert memory.trainable_count(shape, "full fine-tuning") == sum(p.numel() for p in base.parameters())
 
 
 MEASUREMENTS = data_path("results", "gpu_memory.json")
@@ -177,7 +178,7 @@ def test_training_memory_parts_and_bad_input():
 
 
 def test_command_line_reports_and_refuses_clearly(capsys, tmp_path):
-    from peftlab.tools.cli import main
+    from peftlab.cli import main
 
     assert main(["memory", "--model", "Llama-2-7B", "--method", "QLoRA", "--seq", "2048", "--gpu", "24"]) == 0
     out = capsys.readouterr().out
@@ -218,7 +219,7 @@ def test_a_config_with_head_dim_counts_its_wider_attention():
 
 
 def test_a_rank_above_what_a_layer_allows_is_refused_as_add_lora_refuses_it(capsys):
-    from peftlab.tools.cli import main
+    from peftlab.cli import main
 
     with pytest.raises(ValueError, match=r"LoRA rank r=100000 is larger than q_proj \(4096x4096\) allows"):
         memory.ModelShape.known("Llama-2-7B").lora_parameters(r=100000)
@@ -229,7 +230,7 @@ def test_a_rank_above_what_a_layer_allows_is_refused_as_add_lora_refuses_it(caps
 
 
 def test_a_file_that_is_not_json_a_nested_text_config_and_gpu_sizes(capsys, tmp_path):
-    from peftlab.tools.cli import main
+    from peftlab.cli import main
 
     (tmp_path / "notes.txt").write_text("not json")
     assert main(["memory", "--config", str(tmp_path / "notes.txt")]) == 2
@@ -239,3 +240,13 @@ def test_a_file_that_is_not_json_a_nested_text_config_and_gpu_sizes(capsys, tmp_
     assert memory.ModelShape.from_config({"text_config": language}) == memory.ModelShape.from_config(language)
     assert main(["memory", "--model", "Llama-2-7B", "--gpu", "nan"]) == 2
     assert "--gpu must be a finite number above 0" in capsys.readouterr().err
+
+
+def test_a_shape_round_trips_through_a_transformers_config():
+    """One way to write a published shape (ModelShape): the GPU benchmark builds its models from to_config()."""
+    for name, shape in memory.KNOWN_SHAPES.items():
+        assert memory.ModelShape.from_config(shape.to_config()) == shape, name
+        built = memory.ModelShape.from_config(LlamaConfig(**shape.to_config()))  # transformers fills in head_dim
+        assert built == dataclasses.replace(shape, head_dim=shape.hidden // shape.heads), name
+    wide = memory.ModelShape(2, 64, 128, 4, 2, 100, head_dim=32)
+    assert memory.ModelShape.from_config(wide.to_config()) == wide

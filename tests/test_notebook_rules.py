@@ -1,4 +1,4 @@
-"""The rule for what nbval compares (README, "What the notebook tests compare"), checked on the stored notebooks.
+"""The rule for what nbval compares (docs/testing.md, "What the notebook tests compare"), checked on the stored notebooks.
 
 nbval itself checks the compared outputs; `make test-older-cpu` checks them again under other round-off. These
 tests catch the mistakes that a rerun on the recording machine cannot: a training or timing cell left compared,

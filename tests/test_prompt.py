@@ -8,7 +8,7 @@ import torch
 
 from peftlab import course_seed
 from peftlab.core.inject import InjectionError
-from peftlab.course.train import TrainConfig, collate, evaluate, train
+from peftlab.course.train import TrainConfig, evaluate, train
 from peftlab.methods import prompt
 from peftlab.production import add_prompt_peft, peft_prompt_weight
 
@@ -116,7 +116,7 @@ def test_bad_input(base, tmp_path):
         prompt.add_prompt(copy.deepcopy(base), prompt.PromptTuningConfig(num_virtual_tokens=64, init="random"))
     model = copy.deepcopy(base)
     prompt.add_prompt(model, prompt.PromptTuningConfig(num_virtual_tokens=50, init="random"))
-    with pytest.raises(ValueError, match="50 virtual tokens \+ 20 input tokens exceed the model's context of 64"):
+    with pytest.raises(ValueError, match=r"50 virtual tokens \+ 20 input tokens exceed the model's context of 64"):
         model(input_ids=torch.zeros(1, 20, dtype=torch.long))
     with pytest.raises(InjectionError, match="already wrapped"):
         prompt.add_prompt(model, prompt.PromptTuningConfig(num_virtual_tokens=4, init="random"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from peftlab.course.stats import Spread, paired_interval
-from peftlab.tools import study
+from peftlab.study import results as study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_paired_interval_separates_a_shift_and_not_noise():
 def _run(method, lr, seed, val, test, curve, **kwargs):
     return {"method": method, "lr": lr, "seed": seed, "method_kwargs": kwargs, "val_loss": val, "test_loss": val,
             "test_accuracy": test, "val_accuracy": test, "best_step": 100, "steps_run": 200, "stopped_early": True,
-            "trainable": 10, "curve": [{"step": s, "loss": l} for s, l in curve]}
+            "trainable": 10, "curve": [{"step": s, "loss": loss} for s, loss in curve]}
 
 
 RUNS = [_run("A", 1e-3, s, 0.5 + s / 100, 0.80, [(0, 2.0), (100, 1.0 + s / 10)]) for s in range(3)] + \
@@ -143,3 +143,34 @@ def test_calls_made_side_by_side_merge_back_into_the_study(tmp_path):
     stale.write_text(convergence.dump({**head, "calls": [{"command": "x", "started": "9"}, b], "runs": []}))
     with pytest.raises(SystemExit, match="not made from"):
         convergence.merge(out, [stale])
+
+
+def test_a_capped_configuration_could_change_the_choice_only_if_its_bound_beats_the_chosen_rate():
+    def capped(run, cap=500):
+        return {**run, "stopped_early": False, "max_steps": cap}
+
+    # rate 1e-3 (mean 0.51) lost to 1e-2 (mean 0.31); one of its runs hit the cap
+    runs = [capped(RUNS[0])] + RUNS[1:6]
+    (entry,) = study.capped_configurations(runs, study.decision_table(runs))
+    assert (entry["method"], entry["lr"], entry["capped"], entry["seeds"], entry["cap"]) == ("A", 1e-3, 1, 3, 500)
+    # the capped run (0.50) replaced by the lowest loss at any rate (0.30): (0.30 + 0.51 + 0.52) / 3
+    assert entry["bound"] == pytest.approx(1.33 / 3) and entry["chosen"] == pytest.approx(0.31)
+    assert not entry["could_change"]
+    # all three capped: (0.30 * 3) / 3 = 0.30 < 0.31, so training on could change the choice
+    runs = [capped(r) for r in RUNS[:3]] + RUNS[3:6]
+    (entry,) = study.capped_configurations(runs, study.decision_table(runs))
+    assert entry["could_change"] and entry["bound"] == pytest.approx(0.30)
+    assert study.capped_configurations(RUNS[:6], study.decision_table(RUNS[:6])) == []
+
+
+def test_one_stored_gpu_measurement_is_found_by_its_fields_or_the_lookup_says_why_not():
+    rows = study.gpu_memory_rows()
+    row = study.find_row(rows, model="Llama-3.2-1B", recipe="peft QLoRA", method="QLoRA", batch=1, seq=512,
+                         gradient_checkpointing=True, optimizer="torch AdamW")
+    assert row["peak_bytes"] > 0
+    with pytest.raises(ValueError, match="stored rows have model='Llama-3.2-1B'; give the fields that pick exactly one"):
+        study.find_row(rows, model="Llama-3.2-1B")
+    with pytest.raises(ValueError, match="0 stored rows"):
+        study.find_row(rows, model="no such model")
+    runs = study.multi_gpu_runs()
+    assert set(runs["runs"]) == set(runs["comparisons"]) == {"lora", "qlora"}

@@ -17,24 +17,6 @@ from safetensors.torch import load_file, save_file
 
 PEFT_PREFIX = "base_model.model."
 
-# peft's task type for a transformers model, from the head its class name ends with. peft wraps the model in the
-# matching PeftModel subclass; a "CAUSAL_LM" adapter fails to load into a model that cannot generate (BERT, say).
-# GPT-2's causal LM class predates the naming scheme: GPT2LMHeadModel.
-TASK_TYPES = {"ForCausalLM": "CAUSAL_LM", "LMHeadModel": "CAUSAL_LM", "ForSequenceClassification": "SEQ_CLS",
-              "ForTokenClassification": "TOKEN_CLS", "ForQuestionAnswering": "QUESTION_ANS",
-              "ForConditionalGeneration": "SEQ_2_SEQ_LM"}
-
-
-def peft_task_type(model: torch.nn.Module) -> str | None:
-    """The ``task_type`` peft expects in adapter_config.json for ``model``; None for a model without a head
-    (``BertModel``, ``LlamaModel``), which peft loads as a plain ``PeftModel``."""
-    name = type(model).__name__
-    found = [task for suffix, task in TASK_TYPES.items() if name.endswith(suffix)]
-    if found == ["SEQ_2_SEQ_LM"] and not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        return None  # a "ForConditionalGeneration" that is not an encoder-decoder (a vision-language model, say)
-    return found[0] if found else None
-
-
 def save_folder(out_dir: str | Path, config: dict, tensors: dict[str, torch.Tensor],
                 config_name: str = "adapter_config.json", weights_name: str = "adapter_model.safetensors") -> Path:
     out_dir = Path(out_dir)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import re
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -120,8 +121,12 @@ class InjectionError(ValueError):
     """A target module could not be found or wrapped."""
 
 
-def matches(path: str, target: str) -> bool:
-    """Whether a module path is named by a target: the whole path, or its last components."""
+def matches(path: str, target: str | re.Pattern) -> bool:
+    """Whether a module path is named by a target. A name matches the whole path or its last components ("q_proj",
+    "self_attn.q_proj"); a compiled regular expression must match the whole path, as peft reads a ``target_modules``
+    string (``re.compile(r".*layers[.]0[.].*q_proj")``: one layer's query projection only)."""
+    if isinstance(target, re.Pattern):
+        return target.fullmatch(path) is not None
     return path == target or path.endswith("." + target)
 
 
@@ -130,13 +135,13 @@ def leaf_names(model: nn.Module, module_type: type | tuple = nn.Module) -> list[
     return sorted({path.rsplit(".", 1)[-1] for path, m in model.named_modules() if path and isinstance(m, module_type)})
 
 
-def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[str, nn.Module]]:
-    """All ``(path, module)`` pairs whose path ends with one of ``target_names``.
+def find_targets(model: nn.Module, target_names: Iterable[str | re.Pattern]) -> list[tuple[str, nn.Module]]:
+    """All ``(path, module)`` pairs whose path ends with one of ``target_names`` (or matches one compiled pattern).
 
     Every name must match at least one module: a misspelt name raises and suggests
     the nearest existing one instead of quietly adapting fewer layers than asked.
     """
-    if isinstance(target_names, str):
+    if isinstance(target_names, (str, re.Pattern)):
         target_names = [target_names]
     target_names = list(target_names)
     if not target_names:
@@ -145,6 +150,10 @@ def find_targets(model: nn.Module, target_names: Iterable[str]) -> list[tuple[st
     for target in target_names:
         if not any(matches(path, target) for path, _ in modules):
             linear_names = sorted({p.rsplit(".", 1)[-1] for p, m in modules if is_linear(m)})
+            if isinstance(target, re.Pattern):
+                raise InjectionError(f"target pattern {target.pattern!r} matches no module path of {type(model).__name__} "
+                                     f"(it must match a whole path, like {modules[-1][0]!r}). Linear layers in this model "
+                                     f"are named: {', '.join(linear_names)}.")
             close = difflib.get_close_matches(target.rsplit(".", 1)[-1], leaf_names(model), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise InjectionError(

@@ -121,3 +121,31 @@ def linear_calls(model: torch.nn.Module, input_ids: torch.Tensor) -> int:
         for hook in hooks:
             hook.remove()
     return len(calls)
+
+
+def describe_machine(device: str | torch.device | None = None) -> dict:
+    """What a measurement ran on, as every benchmark stores it beside its numbers: the device (None: the course's),
+    its ``name`` (the GPU's, else the CPU model), the CPU model and cores, PyTorch's threads, and the versions of
+    Python and of the libraries that are installed."""
+    import importlib.metadata
+    import os
+    import platform
+    from pathlib import Path
+
+    from peftlab.course.model import course_device
+
+    device = course_device() if device is None else torch.device(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if line.startswith("model name")]
+    cpu = models[0] if models else platform.processor() or platform.machine()
+    described = {"device": str(device), "name": cpu, "cpu": cpu, "cpu_count": os.cpu_count(),
+                 "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
+    if device.type == "cuda":
+        described["name"] = described["gpu"] = torch.cuda.get_device_name(device)
+    for library in ("transformers", "peft", "bitsandbytes", "accelerate", "adapters"):
+        try:
+            described[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return described

@@ -9,6 +9,7 @@ import torch
 
 from peftlab.course.data import data_path
 
+
 def bundled_model() -> Path:
     """The course's base model folder, looked up when asked (so ``PEFTLAB_DATA`` set after import moves it too)."""
     return data_path("base")
@@ -57,37 +58,52 @@ def load_base(name_or_path: str | Path | None = None, dtype: torch.dtype = torch
     A model loaded with a ``quantization_config`` or a ``device_map`` stays where transformers put it
     (bitsandbytes places a 4-bit model on the GPU when there is one, and such a model cannot be moved).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = bundled_model() if name_or_path is None else name_or_path
-    local = Path(path).exists()
-    if name_or_path is None and not local:
+    if name_or_path is None and not Path(path).exists():
         raise FileNotFoundError(f"the bundled base model is missing from {path}; a fresh clone has it "
                                 "(git checkout data/base), or rebuild it: python data/make/base_model.py --help")
-    text = str(path)
-    if not local and (text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or "\\" in text):
-        raise FileNotFoundError(f"no such folder: {text} (a model is a local folder with config.json, or a hub id "
-                                "such as 'owner/name')")
-    if local and not (Path(path).is_dir() and (Path(path) / "config.json").exists()):
-        raise FileNotFoundError(f"{text} is not a model folder: it has no config.json (save a model there with "
-                                "save_pretrained, or give the folder that has one)")
-    if not local and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
-        raise FileNotFoundError(f"{text} is not a local folder, and the hub is switched off (HF_HUB_OFFLINE="
-                                f"{os.environ['HF_HUB_OFFLINE']}): give the folder of a downloaded model, or go online")
+    local = model_source(path)
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local, **kwargs)
+        model, tokenizer = load_causal_lm(path, local, dtype=dtype, **kwargs)
     except OSError as error:  # no such hub id, no network, a folder without weights: transformers' pages of text
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise OSError(f"{text} could not be loaded: {first}") from None
-    if tokenizer.pad_token is None:  # many causal LMs ship without one; batching needs it
-        tokenizer.pad_token = tokenizer.eos_token
+        raise OSError(f"{path} could not be loaded: {first}") from None
     if "quantization_config" not in kwargs and "device_map" not in kwargs:
         model.to(course_device() if device is None else torch.device(device))
     elif device is not None:
         raise ValueError("device= moves a plain model; with quantization_config or device_map, transformers places "
                          "the model: pass device_map={'': device} instead of device=")
     model.eval()
+    return model, tokenizer
+
+
+def model_source(name_or_path: str | Path) -> bool:
+    """Whether a model is a local folder (True) or a hub id (False); anything that can be neither, or a hub id while
+    the hub is switched off, is a FileNotFoundError that says so. (``load_base`` and the production recipe's
+    ``load_model`` both ask here.)"""
+    text = str(name_or_path)
+    local = Path(name_or_path).exists()
+    if not local and (text.startswith(("/", "./", "../", "~")) or text.count("/") > 1 or "\\" in text):
+        raise FileNotFoundError(f"no such folder: {text} (a model is a local folder with config.json, or a hub id "
+                                "such as 'owner/name')")
+    if local and not (Path(name_or_path).is_dir() and (Path(name_or_path) / "config.json").exists()):
+        raise FileNotFoundError(f"{text} is not a model folder: it has no config.json (save a model there with "
+                                "save_pretrained, or give the folder that has one)")
+    if not local and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        raise FileNotFoundError(f"{text} is not a local folder, and the hub is switched off (HF_HUB_OFFLINE="
+                                f"{os.environ['HF_HUB_OFFLINE']}): give the folder of a downloaded model, or go online")
+    return local
+
+
+def load_causal_lm(name_or_path: str | Path, local: bool, **from_pretrained):
+    """``(model, tokenizer)`` from transformers' Auto classes, with a padding token (many causal LMs ship without one;
+    batching needs it). Shared by ``load_base`` and the production recipe."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local, **from_pretrained)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -98,7 +98,7 @@ def train(model, tokenizer, examples: list[dict], config: TrainConfig | None = N
     ``config``: a TrainConfig (None: its defaults). ``forward(model, batch)`` may replace the
     plain ``model(**batch).loss`` (prompt tuning uses it). ``callback(step, model)``, if given,
     runs after every step; when it returns True, training stops there (early stopping:
-    :func:`peftlab.tools.experiments.run_to_convergence` evaluates in it).
+    :func:`peftlab.study.experiments.run_to_convergence` evaluates in it).
     """
     config = config if config is not None else TrainConfig()
     if not examples:

@@ -28,7 +28,7 @@ So the Houlsby adapters wrap ``self_attn.o_proj`` and ``mlp`` (each adds ``A`` o
 output), and the Pfeiffer adapter wraps the whole decoder layer (it adds ``A`` of the layer's
 output, residual included). The wrapping goes through :mod:`peftlab.core.inject`, like every method.
 
-Other architectures, placed where AdapterHub places them (``PLACES``; checked against it in
+Other architectures, placed where AdapterHub places them (``core.architectures.ADAPTER_PLACES``; checked against it in
 tests/test_architectures.py):
 
 - **GPT-2** is pre-norm like Llama, with other names: Houlsby wraps ``attn.resid_dropout`` (the attention's
@@ -54,6 +54,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftlab.core.architectures import ADAPTER_PLACES, LLAMA_LIKE, is_decoder_layer, model_type
 from peftlab.core.checkpoint import check_tensors, load_folder, save_folder
 from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, forget, freeze_except, unwrap,
                                  unwrap_at, wrap_targets, wrappers_disabled)
@@ -157,46 +158,32 @@ def _hidden_size(model: nn.Module) -> int:
     return config.hidden_size
 
 
-# Where the adapters go, by ``model.config.model_type`` (as AdapterHub places them; see the module docstring):
-# houlsby: module names (matched at the end of a path, as LoRA's targets are);
-# pfeiffer: a regular expression over full module paths; renormalize: see AdapterSlot.
-PLACES = {
-    "gpt2": {"houlsby": ("attn.resid_dropout", "mlp"), "pfeiffer": r"(.*\.)?h\.\d+", "renormalize": False},
-    "bert": {"houlsby": ("attention.output.dropout", "output.dropout"), "pfeiffer": r"(.*\.)?layer\.\d+\.output\.LayerNorm",
-             "renormalize": True},
-}
-LLAMA_LIKE = ("llama", "mistral", "qwen2", "gemma", "phi3")  # decoders known to have Llama's block structure and names
-
-
 def _is_decoder_layer(m: nn.Module) -> bool:
     """A Llama-style decoder layer, or a slot that already wraps one (a second Pfeiffer adapter)."""
-    if isinstance(m, AdapterSlot):
-        m = m.base_layer
-    return type(m).__name__.endswith("DecoderLayer")
+    return is_decoder_layer(m.base_layer if isinstance(m, AdapterSlot) else m)
 
 
 def _targets(model: nn.Module, placement: str) -> list[tuple[str, nn.Module]]:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in PLACES:
-        where = PLACES[model_type][placement]
+    kind = model_type(model)
+    if kind in ADAPTER_PLACES:
+        where = ADAPTER_PLACES[kind][placement]
         if placement == "houlsby":
             return find_targets(model, where)
-        return [(p, m) for p, m in model.named_modules() if re.fullmatch(where, p)]
+        return find_targets(model, re.compile(where))
     # Anything else gets Llama's placement if it has Llama's structure: an o_proj and an mlp in each decoder layer.
     layers = [(p, m) for p, m in model.named_modules() if _is_decoder_layer(m)]
     names = {p.rsplit(".", 1)[-1] for p, _ in model.named_modules()}
     if not layers or not {"o_proj", "mlp"} <= names:
         raise InjectionError(
             f"bottleneck adapters: peftlab places them in Llama-style decoders ({', '.join(LLAMA_LIKE)}), GPT-2 and "
-            f"BERT, where AdapterHub does; {type(model).__name__} (model type {model_type!r}) is none of these, and "
+            f"BERT, where AdapterHub does; {type(model).__name__} (model type {kind!r}) is none of these, and "
             "where an adapter belongs depends on how each layer adds its residual and normalises. Use AdapterHub "
             "(`adapters`) for this model, or LoRA or IA3, which only need the names of its linear layers")
     return layers if placement == "pfeiffer" else find_targets(model, HOULSBY_TARGETS)
 
 
 def _renormalize(model: nn.Module, placement: str) -> bool:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return placement == "pfeiffer" and PLACES.get(model_type, {}).get("renormalize", False)
+    return placement == "pfeiffer" and ADAPTER_PLACES.get(model_type(model), {}).get("renormalize", False)
 
 
 def adapter_slots(model: nn.Module) -> list[tuple[str, AdapterSlot]]:
@@ -211,8 +198,8 @@ def adapter_names(model: nn.Module) -> list[str]:
 def add_adapter(model: nn.Module, name: str, config: AdapterConfig | None = None, activate: bool = True) -> dict:
     """Add a named bottleneck adapter to every layer; freeze all but the active adapter's weights.
 
-    ``config``: an AdapterConfig (None: the defaults, Houlsby placement). Changes ``model`` in place. A second call with a new name adds a second adapter beside
-    the first (the multi-task setting); the same name twice is an error.
+    ``config``: an AdapterConfig (None: the defaults, Houlsby placement). Changes ``model`` in place.
+    A second call with a new name adds a second adapter beside the first (the multi-task setting); the same name twice is an error.
     """
     if not name.isidentifier():
         raise ValueError(f"adapter name {name!r} must be a Python identifier (letters, digits, underscores)")

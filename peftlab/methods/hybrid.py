@@ -16,7 +16,7 @@ Papers: the combinations follow He et al. 2022, "Towards a Unified View of Param
 Transfer Learning" (arXiv 2110.04366) and Mao et al. 2022, "UniPELT" (arXiv 2110.07577), which
 combine adapters, prefix/prompt methods and LoRA; QLoRA + adapter puts Houlsby/Pfeiffer adapters
 on the 4-bit base of Dettmers et al. 2023.
-"""
+"""  # noqa: E501 -- the table above: a row per line
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
+from peftlab.core.architectures import IA3_DEFAULTS, model_type, peft_task_type
+from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
 from peftlab.core.inject import (FrozenLinear, InjectionError, Wrapper, count_parameters, fan_in_fan_out, find_targets,
                                  forget, freeze_except, is_linear, layer_device, linear_dims, matches, required_wrappers,
                                  unwrap, wrap_targets, wrappers_disabled)
@@ -56,32 +57,15 @@ class IA3Config:
             raise ValueError(f"feedforward_modules {stray} must also be in target_modules {list(self.target_modules)}")
 
 
-# Default (target_modules, feedforward_modules) per ``model.config.model_type``: peft's
-# TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING and ..._FEEDFORWARD_MODULES_MAPPING (peft/utils/constants.py)
-# for the architectures of this course. Names match the end of a module's path, so BERT's "output.dense" is both
-# the attention output's dense layer and the MLP's; peft scales both on their input, and so do we.
-IA3_DEFAULTS = {
-    "llama": (("k_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "mistral": (("k_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "qwen2": (("q_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "gemma": (("q_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "gpt2": (("c_attn", "mlp.c_proj"), ("mlp.c_proj",)),
-    "bert": (("key", "value", "output.dense"), ("output.dense",)),
-    # Not in peft's table (peft asks for target_modules): Phi-3 fuses q, k, v into qkv_proj, so the vector scales all
-    # three; the MLP's down_proj is scaled on its input as in Llama. A peftlab choice, saved explicitly in the config.
-    "phi3": (("qkv_proj", "down_proj"), ("down_proj",)),
-}
-
-
 def default_config(model: nn.Module) -> IA3Config:
     """The IA3Config for ``model``'s architecture (``IA3_DEFAULTS``), or an error that says what to pass instead."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in IA3_DEFAULTS:
-        raise ValueError(f"IA3 has no default target modules for model type {model_type!r} "
+    kind = model_type(model)
+    if kind not in IA3_DEFAULTS:
+        raise ValueError(f"IA3 has no default target modules for model type {kind!r} "
                          f"({type(model).__name__}); peftlab knows {sorted(IA3_DEFAULTS)}. Name them yourself: "
                          "add_ia3(model, IA3Config(target_modules=(...), feedforward_modules=(...))), the key and value "
                          "projections and the MLP's output projection (scaled on its input)")
-    targets, feedforward = IA3_DEFAULTS[model_type]
+    targets, feedforward = IA3_DEFAULTS[kind]
     return IA3Config(target_modules=targets, feedforward_modules=feedforward)
 
 

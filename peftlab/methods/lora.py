@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from peftlab.core import checks
-from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, peft_task_type, save_folder
+from peftlab.core.architectures import peft_task_type
+from peftlab.core.checkpoint import PEFT_PREFIX, check_tensors, load_folder, save_folder
 from peftlab.core.inject import (FrozenLinear, InjectionError, Wrapper, count_parameters, fan_in_fan_out, find_targets,
                                  forget, freeze_except, is_linear, layer_device, linear_dims, required_wrappers,
                                  transpose, unwrap, wrap_targets, wrappers_disabled)
@@ -38,13 +39,18 @@ class LoraConfig:
     r: int = 8                        # rank of the update; 8 is the LoRA paper's and peft's usual start
     alpha: float = 16                 # the update is scaled by alpha / r: raising r alone does not raise the step size
     dropout: float = 0.0              # dropout on the LoRA branch's input only; the frozen path never sees it
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # the LoRA paper's choice (Wq, Wv)
+    # Layer names, matched at the end of a module's path (core.inject.matches); or one compiled regular expression
+    # over whole paths, peft's string form (it selects layers: re.compile(r".*layers\.[0-3]\..*q_proj")).
+    target_modules: tuple[str | re.Pattern, ...] = ("q_proj", "v_proj")  # the LoRA paper's choice (Wq, Wv)
     use_rslora: bool = False          # rank-stabilised scaling alpha / sqrt(r) (Kalajdzievski 2023)
 
     def __post_init__(self):
-        if isinstance(self.target_modules, str):
+        if isinstance(self.target_modules, (str, re.Pattern)):
             self.target_modules = (self.target_modules,)
         self.target_modules = tuple(self.target_modules)
+        if any(isinstance(t, re.Pattern) for t in self.target_modules) and len(self.target_modules) > 1:
+            raise ValueError("target_modules: give layer names, or one regular expression over whole module paths (as "
+                             f"peft does), not both; got {self.target_modules!r}")
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
             raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}")
         checks.fraction("LoRA dropout", self.dropout)
@@ -207,6 +213,13 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def peft_target_modules(config: LoraConfig) -> list[str] | str:
+    """``target_modules`` as peft writes it: a list of names, or the one pattern's string (peft reads a string as a
+    regular expression over whole module paths)."""
+    (first, *_) = config.target_modules
+    return first.pattern if isinstance(first, re.Pattern) else list(config.target_modules)
+
+
 def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = None,
                      task_type: str | None = "CAUSAL_LM", fan_in_fan_out: bool = False) -> dict:
     """The adapter_config.json that peft's LoraConfig reads (``task_type``: see ``peft_task_type``;
@@ -218,7 +231,7 @@ def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = N
         "r": config.r,
         "lora_alpha": config.alpha,
         "lora_dropout": config.dropout,
-        "target_modules": list(config.target_modules),
+        "target_modules": peft_target_modules(config),
         "use_rslora": config.use_rslora,
         "bias": "none",
         "fan_in_fan_out": fan_in_fan_out,
@@ -260,7 +273,7 @@ def config_from_peft_dict(d: dict) -> LoraConfig:
                              "load it with peft instead (peftlab.production)")
     targets = d["target_modules"]
     return LoraConfig(r=d["r"], alpha=d["lora_alpha"], dropout=d.get("lora_dropout", 0.0),
-                      target_modules=targets if isinstance(targets, str) else tuple(sorted(targets)),
+                      target_modules=re.compile(targets) if isinstance(targets, str) else tuple(sorted(targets)),
                       use_rslora=d.get("use_rslora", False))
 
 
@@ -273,10 +286,6 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
     """
     raw_config, tensors = load_folder(adapter_dir)
     config = config_from_peft_dict(raw_config)
-    if isinstance(config.target_modules[0], str) and len(config.target_modules) == 1 and _is_regex(config.target_modules[0]):
-        # peft allows a regular expression over full module paths instead of a list of names
-        pattern = re.compile(config.target_modules[0])
-        config.target_modules = tuple(sorted({p.rsplit(".", 1)[-1] for p, _ in model.named_modules() if pattern.fullmatch(p)}))
     targets = dict(find_targets(model, config.target_modules))
     expected = {}
     for path, module in targets.items():
@@ -301,10 +310,6 @@ def load_lora(model: nn.Module, adapter_dir: str | Path) -> dict:
         layer.lora_A.weight.data.copy_(tensors[f"{PEFT_PREFIX}{path}.lora_A.weight"])
         layer.lora_B.weight.data.copy_(tensors[f"{PEFT_PREFIX}{path}.lora_B.weight"])
     return report
-
-
-def _is_regex(s: str) -> bool:
-    return any(c in s for c in "*+?()[]|^$\\")
 
 
 def _strip_adapter_name(key: str) -> str:

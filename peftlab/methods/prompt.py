@@ -41,7 +41,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peftlab.core.checkpoint import check_tensors, load_folder, peft_task_type, save_folder
+from peftlab.core.architectures import peft_task_type
+from peftlab.core.checkpoint import check_tensors, load_folder, save_folder
 from peftlab.core.inject import (InjectionError, Wrapper, count_parameters, find_targets, forget, freeze_except, unwrap,
                                  wrap_targets, wrappers_disabled)
 

@@ -26,7 +26,7 @@ def to_peft_lora_config(config: lora.LoraConfig, use_dora: bool = False):
     import peft
 
     return peft.LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                           target_modules=list(config.target_modules), use_rslora=config.use_rslora,
+                           target_modules=lora.peft_target_modules(config), use_rslora=config.use_rslora,
                            use_dora=use_dora, bias="none", task_type="CAUSAL_LM")
 
 
@@ -107,7 +107,6 @@ def _canonical_lora_key(name: str) -> str | None:
     return name.replace(".default.weight", ".weight")
 
 
-
 def add_ia3_peft(model: nn.Module, config: ia3.IA3Config | None = None):
     """``peft.get_peft_model`` with an ``IA3Config`` of the same targets and feed-forward modules."""
     import peft
@@ -132,7 +131,7 @@ def add_adapter_adapterhub(model: nn.Module, name: str, config: bottleneck.Adapt
 
     Changes ``model`` in place (``adapters.init``), activates the adapter and freezes the rest.
     Note: with transformers 4.57 AdapterHub's Llama layers do not fill the KV cache, so
-    generate with ``use_cache=False`` (see README).
+    generate with ``use_cache=False`` (docs/testing.md, Known differences).
     """
     config = config if config is not None else bottleneck.AdapterConfig()
     return _add_adapterhub(model, name, _adapterhub_bottleneck(config))

@@ -42,59 +42,86 @@ import torch
 from peftlab.core import checks
 from peftlab.core.inject import ALL_LINEAR
 from peftlab.course.data import data_path
-from peftlab.course.model import course_device
+from peftlab.course.model import bundled_model, course_device, load_causal_lm, model_source
 from peftlab.course.tasks import TASK_NAMES
-from peftlab.course.train import pad_batch
+from peftlab.course.train import TrainConfig, pad_batch
+from peftlab.methods.lora import LoraConfig
+from peftlab.methods.names import LORA, QLORA
 
-METHODS = ("lora", "qlora")
+# the command line's spelling of each method the recipe trains -> the course's name for it (peftlab.methods.names)
+METHODS = {"lora": LORA, "qlora": QLORA}
 DATA_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(LoraConfig, TrainConfig):
+    """The recipe's settings: the course's ``LoraConfig`` and ``TrainConfig`` (their fields, defaults and checks are
+    written once, there: ``r``, ``alpha``, ``dropout``, ``target_modules``, ``use_rslora``; ``steps``, ``lr``,
+    ``weight_decay``, ``warmup_steps``, ``seed``, ``progress``), two of their defaults changed for the recipe, and
+    what a run on one's own model and data adds. ``peftlab finetune``'s options are made from these fields
+    (``peftlab.cli``), with the help in ``HELP``."""
+
     data: str = "addition"                # a course task's name, or a .jsonl / .csv file
     output_dir: str = "finetuned"         # the adapter (peft's format), the tokenizer and finetune.json
     model: str | None = None              # None: the course's bundled base model; else a hub id or a local folder
     method: str = "lora"                  # "lora", or "qlora": the frozen weights in NF4 through bitsandbytes
     prompt_column: str = "prompt"
     answer_column: str = "answer"
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ALL_LINEAR  # the QLoRA paper's advice: every linear layer
-    steps: int = 300                      # optimizer steps (each one global batch)
-    lr: float = 3e-3                      # right for this small model's LoRA; a 7B model wants about 1e-4 to 2e-4
-    batch_size: int = 8                   # per process and per accumulation step
+    target_modules: tuple[str, ...] = ALL_LINEAR  # the QLoRA paper's advice, every linear layer (the course: q, v)
+    batch_size: int = 8                   # per process and per accumulation step (the course's loop: 32 in one)
     gradient_accumulation_steps: int = 1
-    warmup_steps: int = 20
-    seed: int = 0
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, about 1/3 more time
     dtype: str = "auto"                   # "auto": bfloat16 on a GPU that has it, else float32
     max_length: int | None = None         # tokens of prompt + answer + end-of-text; None: the model's context. A longer
                                           # prompt loses its first tokens (counted); an answer that does not fit stops the run
-    progress: bool = True                 # Trainer's tqdm bar (tqdm.auto)
     extra: dict = field(default_factory=dict)  # more transformers.TrainingArguments, by name
     overwrite: bool = False               # replace output_dir when it holds an earlier peftlab finetune run (only then)
 
     def __post_init__(self):
+        LoraConfig.__post_init__(self)
+        TrainConfig.__post_init__(self)
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; the recipe trains one of {METHODS}")
-        if isinstance(self.target_modules, str):
-            self.target_modules = (self.target_modules,)
-        self.target_modules = tuple(self.target_modules)
-        for name in ("steps", "batch_size", "gradient_accumulation_steps", "r"):
-            checks.whole_number(name, getattr(self, name))
-        checks.whole_number("warmup_steps", self.warmup_steps, minimum=0)
-        checks.whole_number("seed", self.seed, minimum=0)
-        if self.max_length is not None:
-            checks.whole_number("max_length", self.max_length, minimum=2)
-        checks.positive_number("lr", self.lr, " (a learning rate; a 7B model wants about 1e-4)")
-        checks.positive_number("alpha", self.alpha, " (LoRA's update is scaled by alpha / r)")
-        checks.fraction("dropout", self.dropout)
+            raise ValueError(f"unknown method {self.method!r}; the recipe trains one of {tuple(METHODS)}")
         if not self.target_modules:
             raise ValueError("target_modules is empty: name the layers LoRA adapts (default: every linear layer)")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        checks.whole_number("gradient_accumulation_steps", self.gradient_accumulation_steps)
+        if self.max_length is not None:
+            checks.whole_number("max_length", self.max_length, minimum=2)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {self.dtype!r}")
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+# What ``peftlab finetune --help`` says of each setting (the command line is made from the fields above).
+HELP = {
+    "data": "a course task (addition, sentiment, reverse) or a .jsonl / .csv file of prompts and answers",
+    "output_dir": "folder for the adapter (peft's format) and finetune.json",
+    "model": "a local model folder or a hub id (default: the course's bundled model)",
+    "method": "lora, or qlora: the frozen weights in 4-bit NF4 through bitsandbytes",
+    "prompt_column": "the column of the data that holds the prompts",
+    "answer_column": "the column of the data that holds the answers",
+    "r": "LoRA rank",
+    "alpha": "LoRA alpha (the update is scaled by alpha/r)",
+    "dropout": "dropout on LoRA's input",
+    "target_modules": "LoRA target modules (names matched at the end of a module's path)",
+    "use_rslora": "rank-stabilised LoRA: scale the update by alpha/sqrt(r)",
+    "steps": "optimizer steps",
+    "lr": "learning rate (right for this small model's LoRA; a 7B model wants about 1e-4 to 2e-4)",
+    "batch_size": "examples per process and step",
+    "weight_decay": "AdamW's weight decay",
+    "gradient_accumulation_steps": "gradient accumulation steps",
+    "warmup_steps": "steps of linear warmup before the constant rate",
+    "seed": "seed of the LoRA initialisation and the data order",
+    "gradient_checkpointing": "recompute activations in the backward pass: less memory, about 1/3 more time",
+    "dtype": "the weights' dtype (auto: bfloat16 on a GPU that has it, else float32)",
+    "max_length": "most tokens of prompt + answer + end-of-text (default: the model's context). A longer prompt loses "
+                  "its first tokens and is counted; an answer is never cut: an example whose answer does not fit stops "
+                  "the run, naming its line",
+    "progress": "a progress bar",
+    "overwrite": "replace --output when it holds an earlier peftlab finetune run (only then, and only once the new run "
+                 "has finished); a folder with other files is never written to",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,7 +155,7 @@ def _text_file(path: Path) -> list[str]:
         return raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8")
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8") from None
 
 
 def _rows_of_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
@@ -320,34 +347,27 @@ def _local_rank() -> int:
 def load_model(config: FinetuneConfig):
     """``(model, tokenizer)``: the base model with peft's LoRA (over NF4 weights for QLoRA), ready to train."""
     import peft
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
 
-    from peftlab.methods.lora import LoraConfig
     from peftlab.production.bridges import (avoid_bitsandbytes_cpu_eval_trap, check_bitsandbytes_cpu_dequantization,
                                             nf4_quantization_config, to_peft_lora_config)
 
-    name = str(data_path("base")) if config.model is None else config.model
-    local = Path(name).exists()
-    if local and not (Path(name) / "config.json").is_file():
-        raise ValueError(f"--model {name} is not a model folder: it has no config.json (give the folder a model was "
-                         "saved to with save_pretrained, or a hub id)")
-    if not local and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
-        raise ValueError(f"--model {name!r} is not a local folder, and the hub is switched off (HF_HUB_OFFLINE="
-                         f"{os.environ['HF_HUB_OFFLINE']}); give the folder of a downloaded model, or go online")
+    name = str(bundled_model()) if config.model is None else config.model
+    try:
+        local = model_source(name)  # the course's checks, as load_base makes them
+    except FileNotFoundError as error:
+        raise ValueError(f"--model {error}") from None
     dtype = _dtype(config)
-    kwargs = {"dtype": dtype, "local_files_only": local}
+    kwargs = {"dtype": dtype}
     if config.method == "qlora":
         kwargs["quantization_config"] = nf4_quantization_config(dtype)
         if on_gpu():
             kwargs["device_map"] = {"": _local_rank()}  # each process quantizes its own copy on its own GPU
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        model, tokenizer = load_causal_lm(name, local, **kwargs)
     except Exception as error:  # no such hub id, no network, a damaged or foreign folder: the user's input, not a bug
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"--model {name!r} could not be loaded as a causal language model: {first}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     if config.method == "qlora":
         check_bitsandbytes_cpu_dequantization(model)
         avoid_bitsandbytes_cpu_eval_trap(model)
@@ -356,8 +376,7 @@ def load_model(config: FinetuneConfig):
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()  # the frozen embeddings' output must carry a gradient through the recompute
     set_seed(config.seed)  # the LoRA matrices start the same in every process and every run
-    lora = to_peft_lora_config(LoraConfig(r=config.r, alpha=config.alpha, dropout=config.dropout,
-                                          target_modules=config.target_modules))
+    lora = to_peft_lora_config(config)  # a FinetuneConfig is a LoraConfig
     try:
         model = peft.get_peft_model(model, lora)
     except ValueError as error:  # peft's own words, e.g. a target module the model does not have
@@ -486,7 +505,7 @@ def training_arguments(config: FinetuneConfig):
     arguments = dict(
         output_dir=str(partial_folder(Path(config.output_dir))), max_steps=config.steps, learning_rate=config.lr,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_steps, lr_scheduler_type="constant_with_warmup", weight_decay=0.0,
+        warmup_steps=config.warmup_steps, lr_scheduler_type="constant_with_warmup", weight_decay=config.weight_decay,
         seed=config.seed, data_seed=config.seed,
         average_tokens_across_devices=True,   # the loss is a mean over the whole global batch's answer tokens
         save_strategy="no", report_to=[], logging_steps=max(1, config.steps // 10), disable_tqdm=not config.progress,

@@ -15,7 +15,8 @@ AUDIT = os.environ.get("PEFTLAB_WRITE_AUDIT")
 
 if AUDIT:
     _record_path = os.path.join(AUDIT, f"writes-{os.getpid()}.txt")
-    _rank = lambda: os.environ.get("RANK", "-")  # torchrun sets RANK in each training process; the launcher has none
+    def _rank():
+        return os.environ.get("RANK", "-")  # torchrun sets RANK in each training process; the launcher has none
     _real_open = open
 
     def _record(line: str) -> None:

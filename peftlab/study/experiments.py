@@ -24,7 +24,9 @@ from peftlab.course.model import load_base
 from peftlab.course.tasks import load_task
 from peftlab.course.train import TrainConfig, evaluate, train
 from peftlab.methods import bottleneck, hybrid, ia3, lora, prompt, qlora
-
+from peftlab.methods.names import (ADAPTER_AND_LORA, ADAPTER_HOULSBY, ADAPTER_PFEIFFER, DORA_PEFT, FULL_FINE_TUNING, IA3, LORA,
+                                   LORA_PEFT, LORA_QV, PROMPT_AND_LORA, PROMPT_TUNING, QLORA, QLORA_BASE_AND_ADAPTER,
+                                   RSLORA_PEFT)
 
 
 # Every method the experiments can run, each with its arguments spelled out: a keyword a method does not take is an
@@ -114,20 +116,20 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "full fine-tuning": Method(_full, 1e-3),
-    "LoRA": Method(_lora, 3e-3),
-    "LoRA q,v": Method(_lora_qv, 3e-3),
-    "IA3": Method(_ia3, 3e-2),
-    "adapter (Houlsby)": Method(_adapter("houlsby"), 3e-3),
-    "adapter (Pfeiffer)": Method(_adapter("pfeiffer"), 3e-3),
-    "LoRA (peft)": Method(_peft_lora, 3e-3),
-    "DoRA (peft)": Method(_dora, 3e-3),
-    "rsLoRA (peft)": Method(_rslora, 3e-3),
-    "prompt tuning": Method(_prompt, 1e-1),
-    "QLoRA": Method(_qlora, 3e-3),
-    "prompt + LoRA": Method(_prompt_and_lora, 3e-3),
-    "adapter + LoRA": Method(_adapter_and_lora, 3e-3),
-    "QLoRA base + adapter": Method(_qlora_base_and_adapter, 3e-3),
+    FULL_FINE_TUNING: Method(_full, 1e-3),
+    LORA: Method(_lora, 3e-3),
+    LORA_QV: Method(_lora_qv, 3e-3),
+    IA3: Method(_ia3, 3e-2),
+    ADAPTER_HOULSBY: Method(_adapter("houlsby"), 3e-3),
+    ADAPTER_PFEIFFER: Method(_adapter("pfeiffer"), 3e-3),
+    LORA_PEFT: Method(_peft_lora, 3e-3),
+    DORA_PEFT: Method(_dora, 3e-3),
+    RSLORA_PEFT: Method(_rslora, 3e-3),
+    PROMPT_TUNING: Method(_prompt, 1e-1),
+    QLORA: Method(_qlora, 3e-3),
+    PROMPT_AND_LORA: Method(_prompt_and_lora, 3e-3),
+    ADAPTER_AND_LORA: Method(_adapter_and_lora, 3e-3),
+    QLORA_BASE_AND_ADAPTER: Method(_qlora_base_and_adapter, 3e-3),
 }
 
 

@@ -1,7 +1,7 @@
 """The course's interactive explorers: ipywidgets controls beside a plotly ``FigureWidget``.
 
 Each function returns an ``Explorer`` (a ``VBox``) whose figure is updated in place when a
-control changes. The numbers come from ``peftlab.tools.explore``; this file only draws them.
+control changes. The numbers come from ``peftlab.explorers.compute``; this file only draws them.
 
     rank_explorer({"layer 0 q_proj": W})          # in a notebook cell: the last expression
     explorer.controls["r"].value = 16              # what a slider drag does (tests do this)
@@ -26,8 +26,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from peftlab.methods.names import FULL_FINE_TUNING, LORA, QLORA
 from peftlab.methods.nf4 import CODEBOOKS
-from peftlab.tools import explore
+from peftlab.explorers import compute
 
 
 class Explorer(widgets.VBox):
@@ -120,6 +121,13 @@ def _png(figure: go.FigureWidget, caption: str) -> bytes:
     return buffer.getvalue()
 
 
+def _trace(fig: go.FigureWidget, name: str):
+    """The figure's one trace called ``name``. Updates find their trace by name, not by position, so that a trace
+    added to a figure later shifts nothing."""
+    (trace,) = [t for t in fig.data if t.name == name]
+    return trace
+
+
 def _figure(left: str, right: str) -> go.FigureWidget:
     fig = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=(left, right)))
     fig.update_layout(height=360, width=900, margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.2))
@@ -130,7 +138,7 @@ def rank_explorer(matrices: dict[str, torch.Tensor]) -> Explorer:
     """Pick a matrix and a rank r: its singular values, and the energy a rank-r approximation keeps."""
     if not matrices:
         raise ValueError("rank_explorer needs at least one matrix")
-    profiles = {name: explore.rank_profile(m) for name, m in matrices.items()}
+    profiles = {name: compute.rank_profile(m) for name, m in matrices.items()}
     first = next(iter(profiles.values()))
     controls = {"matrix": widgets.Dropdown(options=list(profiles), description="matrix"),
                 "r": widgets.IntSlider(value=min(8, len(first["singular_values"])), min=1,
@@ -150,14 +158,12 @@ def rank_explorer(matrices: dict[str, torch.Tensor]) -> Explorer:
         n = len(profile["singular_values"])
         controls["r"].max = n
         r = min(values["r"], n)
-        s = profile["singular_values"]
-        top = s[0] or 1.0
-        rel = [v / top for v in s]
-        fig.data[0].x, fig.data[0].y = list(range(1, r + 1)), rel[:r]
-        fig.data[1].x, fig.data[1].y = list(range(r + 1, n + 1)), rel[r:]
-        fig.data[2].x, fig.data[2].y = list(range(1, n + 1)), profile["energy_kept"]
-        fig.data[3].x, fig.data[3].y = [r], [profile["energy_kept"][r - 1]]
-        summary = explore.rank_summary(profile, r)
+        rel = profile["relative"]
+        _trace(fig, "kept (first r)").update(x=list(range(1, r + 1)), y=rel[:r])
+        _trace(fig, "dropped").update(x=list(range(r + 1, n + 1)), y=rel[r:])
+        _trace(fig, "energy kept").update(x=list(range(1, n + 1)), y=profile["energy_kept"])
+        _trace(fig, "your r").update(x=[r], y=[profile["energy_kept"][r - 1]])
+        summary = compute.rank_summary(profile, r)
         return (f"<b>{values['matrix']}</b> {profile['shape'][0]}×{profile['shape'][1]}: rank {r} keeps "
                 f"{summary['energy_kept']:.1%} of the energy (relative error {summary['relative_error']:.3f}); "
                 f"a rank-{r} LoRA update has {summary['lora_parameters']:,} parameters vs "
@@ -169,15 +175,16 @@ def rank_explorer(matrices: dict[str, torch.Tensor]) -> Explorer:
 def lr_explorer(results: list[dict]) -> Explorer:
     """Pick a method and a learning rate from a sweep: its training curve among the others, and
     validation loss against learning rate for every method."""
-    table = explore.lr_table(results)
+    table = compute.lr_table(results)
     methods = list(table)
     controls = {"method": widgets.Dropdown(options=methods, description="method"),
                 "lr": widgets.SelectionSlider(options=[(f"{lr:g}", lr) for lr in table[methods[0]]["lrs"]],
                                               description="learning rate")}
     fig = _figure("training loss (smoothed) at each rate", "validation loss after training")
-    for _ in range(max(len(entry["lrs"]) for entry in table.values())):
-        fig.add_scatter(mode="lines", line=dict(width=1, color="lightgray"), showlegend=False, row=1, col=1)
-    curve_traces = len(fig.data)
+    curve_traces = max(len(entry["lrs"]) for entry in table.values())  # one gray curve per rate of the sweep
+    for i in range(curve_traces):
+        fig.add_scatter(mode="lines", line=dict(width=1, color="lightgray"), showlegend=False, name=f"rate {i}",
+                        row=1, col=1)
     fig.add_scatter(mode="lines", line=dict(width=3), name="selected rate", row=1, col=1)
     for method in methods:
         fig.add_scatter(x=table[method]["lrs"], y=[v if math.isfinite(v) else None for v in table[method]["val_loss"]],
@@ -203,11 +210,11 @@ def lr_explorer(results: list[dict]) -> Explorer:
         index = entry["lrs"].index(lr)
         for i in range(curve_traces):
             curve = entry["curves"][i] if i < len(entry["curves"]) else []
-            fig.data[i].x, fig.data[i].y = list(range(1, len(curve) + 1)), curve
+            _trace(fig, f"rate {i}").update(x=list(range(1, len(curve) + 1)), y=curve)
         selected = entry["curves"][index]
-        fig.data[curve_traces].x, fig.data[curve_traces].y = list(range(1, len(selected) + 1)), selected
+        _trace(fig, "selected rate").update(x=list(range(1, len(selected) + 1)), y=selected)
         loss = entry["val_loss"][index]
-        fig.data[-1].x, fig.data[-1].y = [lr], [loss if math.isfinite(loss) else None]
+        _trace(fig, "selected").update(x=[lr], y=[loss if math.isfinite(loss) else None])
         best = entry["best_lr"]
         return (f"<b>{values['method']}</b> at learning rate {lr:g}: validation loss {loss:.3f}; "
                 f"best rate for {values['method']} in this sweep: {best:g}" if best is not None else
@@ -240,19 +247,17 @@ def quantization_explorer(weights: dict[str, torch.Tensor], blocksizes=(16, 32, 
     def update(values):
         weight = weights[values["weight"]]
         if values["weight"] not in errors_cache:
-            errors_cache[values["weight"]] = explore.quantization_errors({values["weight"]: weight},
+            errors_cache[values["weight"]] = compute.quantization_errors({values["weight"]: weight},
                                                                          blocksizes=blocksizes)
         errors = errors_cache[values["weight"]]
-        scaled = explore.scaled_block_values(weight, values["blocksize"])
-        counts = torch.histc(scaled, bins=80, min=-1, max=1)
-        centers = torch.linspace(-1 + 1 / 80, 1 - 1 / 80, 80)
-        fig.data[0].x, fig.data[0].y = centers.tolist(), (counts / counts.sum()).tolist()
+        centers, shares = compute.block_histogram(weight, values["blocksize"])
+        _trace(fig, "weights (histogram)").update(x=centers, y=shares)
         levels = CODEBOOKS[values["codebook"]]().tolist()
-        fig.data[1].x, fig.data[1].y = levels, [0.0] * len(levels)
-        for i, name in enumerate(CODEBOOKS):
-            fig.data[2 + i].x, fig.data[2 + i].y = list(blocksizes), [errors[name][b] for b in blocksizes]
+        _trace(fig, "levels").update(x=levels, y=[0.0] * len(levels))
+        for name in CODEBOOKS:
+            _trace(fig, name).update(x=list(blocksizes), y=[errors[name][b] for b in blocksizes])
         error = errors[values["codebook"]][values["blocksize"]]
-        fig.data[-1].x, fig.data[-1].y = [values["blocksize"]], [error]
+        _trace(fig, "selected").update(x=[values["blocksize"]], y=[error])
         others = ", ".join(f"{n} {errors[n][values['blocksize']]:.4f}" for n in CODEBOOKS if n != values["codebook"])
         return (f"<b>{values['weight']}</b>, {values['codebook']}, blocks of {values['blocksize']}: relative error "
                 f"{error:.4f} (at this block size: {others})")
@@ -262,13 +267,13 @@ def quantization_explorer(weights: dict[str, torch.Tensor], blocksizes=(16, 32, 
 
 def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Explorer:
     """Pick a model, a method and a training setup: where the memory goes, the peak, and whether it fits a GPU."""
-    from peftlab.tools import memory
+    from peftlab import memory
 
     models = models or memory.KNOWN_SHAPES
     if not models:
         raise ValueError("memory_explorer needs at least one model shape")
     controls = {"model": widgets.Dropdown(options=list(models), description="model"),
-                "method": widgets.Dropdown(options=list(memory.METHOD_MEMORY), value="QLoRA", description="method"),
+                "method": widgets.Dropdown(options=list(memory.METHOD_MEMORY), value=QLORA, description="method"),
                 "seq": widgets.SelectionSlider(options=list(seqs), value=2048 if 2048 in seqs else seqs[0],
                                                description="sequence"),
                 "batch": widgets.IntSlider(value=1, min=1, max=16, description="batch"),
@@ -278,8 +283,8 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
                 "dtype": widgets.Dropdown(options=list(memory.DTYPE_BYTES), description="dtype"),
                 "gpu": widgets.Dropdown(options=[(f"{g} GB", g) for g in memory.GPUS_GB], value=24, description="GPU")}
     fig = _figure("where the memory goes (GB)", "peak vs sequence length (GB)")
-    fig.add_bar(orientation="h", row=1, col=1, showlegend=False)
-    for method in ("full fine-tuning", "LoRA", "QLoRA"):
+    fig.add_bar(orientation="h", name="parts", row=1, col=1, showlegend=False)
+    for method in (FULL_FINE_TUNING, LORA, QLORA):
         fig.add_scatter(mode="lines+markers", name=method, row=1, col=2)
     fig.add_scatter(mode="lines", line=dict(dash="dot", color="red"), name="GPU", row=1, col=2)
     fig.update_xaxes(type="log", title_text="sequence length", tickvals=list(seqs), row=1, col=2)
@@ -294,14 +299,15 @@ def memory_explorer(models=None, seqs=(256, 512, 1024, 2048, 4096, 8192)) -> Exp
         except ValueError as error:  # a recipe that does not apply to the method, or fixes the dtype
             return f"<b>Not counted:</b> {error}"
         parts = {k: v / memory.GB for k, v in result["parts"].items() if v > 0}
-        fig.data[0].y, fig.data[0].x = list(parts), [round(v, 3) for v in parts.values()]
-        for i, method in enumerate(("full fine-tuning", "LoRA", "QLoRA")):
+        _trace(fig, "parts").update(y=list(parts), x=[round(v, 3) for v in parts.values()])
+        for method in (FULL_FINE_TUNING, LORA, QLORA):
             recipe_methods = memory.RECIPES[values["recipe"]].methods
             counted = recipe_methods is None or method in recipe_methods
-            fig.data[1 + i].x = list(seqs) if counted else []
-            fig.data[1 + i].y = [round(memory.training_memory(shape, method, seq=s, **setup)["peak"] / memory.GB, 2)
-                                 for s in seqs] if counted else []
-        fig.data[4].x, fig.data[4].y = [seqs[0], seqs[-1]], [values["gpu"]] * 2
+            _trace(fig, method).update(
+                x=list(seqs) if counted else [],
+                y=[round(memory.training_memory(shape, method, seq=s, **setup)["peak"] / memory.GB, 2)
+                   for s in seqs] if counted else [])
+        _trace(fig, "GPU").update(x=[seqs[0], seqs[-1]], y=[values["gpu"]] * 2)
         peak = result["peak"] / memory.GB
         verdict = "fits" if peak <= values["gpu"] else "does not fit"
         checked = ("measured on a GPU (estimate within 10%)" if result["measured"] else

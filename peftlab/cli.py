@@ -9,13 +9,14 @@
     peftlab finetune --data my.jsonl --model path/to/model --method qlora --steps 1000 --lr 2e-4 --output runs/mine
     accelerate launch --multi_gpu --num_processes 2 -m peftlab finetune --data addition --output runs/addition
 
-(also ``python -m peftlab ...``). Estimates come from ``peftlab.tools.memory.training_memory``; training
+(also ``python -m peftlab ...``). Estimates come from ``peftlab.memory.training_memory``; training
 from ``peftlab.production.finetune``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from peftlab.core import checks
 from peftlab.core.inject import ALL_LINEAR
-from peftlab.tools import memory
+from peftlab.methods.names import FULL_FINE_TUNING, LORA
+from peftlab import memory
 
 
 def _shape(args) -> memory.ModelShape:
@@ -68,7 +70,7 @@ def memory_report(args) -> str:
         lines.append(f"  {part:24s} {value / memory.GB:9.2f} GB")
     peak = result["peak"] / memory.GB
     lines.append(f"  {'peak (estimated)':24s} {peak:9.2f} GB   (largest part: {result['dominant']})")
-    if args.method == "full fine-tuning":
+    if args.method == FULL_FINE_TUNING:
         lines.append("  (gradients and activations do not peak together: the peak holds the larger)")
     lines.append("  (the CUDA context and PyTorch's cache of freed blocks, often 0.5-2 GB, come on top)")
     if result["measured"]:
@@ -81,50 +83,62 @@ def memory_report(args) -> str:
     return "\n".join(lines)
 
 
+# The finetune command's options are FinetuneConfig's fields (peftlab.production.finetune), made here one for one:
+# "--" and the field's name, except these shorter names; "extra" (more TrainingArguments) is for Python only.
+FLAGS = {"output_dir": "--output", "target_modules": "--targets", "gradient_accumulation_steps": "--accumulate",
+         "warmup_steps": "--warmup"}
+REQUIRED = ("data", "output_dir")
+TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}  # by the field's annotation
+
+
+def _finetune_fields():
+    from peftlab.production.finetune import FinetuneConfig
+
+    return [f for f in dataclasses.fields(FinetuneConfig) if f.name != "extra"]
+
+
 def finetune_config(args):
     from peftlab.production.finetune import FinetuneConfig
 
-    return FinetuneConfig(data=args.data, output_dir=args.output, model=args.model, method=args.method,
-                          prompt_column=args.prompt_column, answer_column=args.answer_column, r=args.r,
-                          alpha=args.alpha, dropout=args.dropout, target_modules=tuple(args.targets), steps=args.steps,
-                          lr=args.lr, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
-                          warmup_steps=args.warmup, seed=args.seed, gradient_checkpointing=args.gradient_checkpointing,
-                          dtype=args.dtype, max_length=args.max_length, progress=not args.no_progress,
-                          overwrite=args.overwrite)
+    return FinetuneConfig(**{f.name: getattr(args, f.name) for f in _finetune_fields()})
 
 
 def add_finetune_arguments(parser) -> None:
-    from peftlab.production.finetune import FinetuneConfig, METHODS
+    from peftlab.course.train import TrainConfig
+    from peftlab.methods.lora import LoraConfig
+    from peftlab.production.finetune import DTYPES, HELP, METHODS, FinetuneConfig
 
     default = FinetuneConfig()
-    parser.add_argument("--data", required=True,
-                        help="a course task (addition, sentiment, reverse) or a .jsonl / .csv file of prompts and answers")
-    parser.add_argument("--output", required=True, help="folder for the adapter (peft's format) and finetune.json")
-    parser.add_argument("--model", help="a local model folder or a hub id (default: the course's bundled model)")
-    parser.add_argument("--method", default=default.method, choices=METHODS)
-    parser.add_argument("--prompt-column", default=default.prompt_column)
-    parser.add_argument("--answer-column", default=default.answer_column)
-    parser.add_argument("--r", type=int, default=default.r, help="LoRA rank")
-    parser.add_argument("--alpha", type=float, default=default.alpha, help="LoRA alpha (the update is scaled by alpha/r)")
-    parser.add_argument("--dropout", type=float, default=default.dropout)
-    parser.add_argument("--targets", nargs="+", default=list(default.target_modules), help="LoRA target modules")
-    parser.add_argument("--steps", type=int, default=default.steps, help="optimizer steps")
-    parser.add_argument("--lr", type=float, default=default.lr)
-    parser.add_argument("--batch-size", type=int, default=default.batch_size, help="examples per process and step")
-    parser.add_argument("--accumulate", type=int, default=default.gradient_accumulation_steps,
-                        help="gradient accumulation steps")
-    parser.add_argument("--warmup", type=int, default=default.warmup_steps)
-    parser.add_argument("--seed", type=int, default=default.seed)
-    parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--dtype", default=default.dtype, choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--max-length", type=int, default=default.max_length,
-                        help="most tokens of prompt + answer + end-of-text (default: the model's context). A longer "
-                             "prompt loses its first tokens and is counted; an answer is never cut: an example whose "
-                             "answer does not fit stops the run, naming its line")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --output when it holds an earlier peftlab finetune run (only then, and only once "
-                             "the new run has finished); a folder with other files is never written to")
+    choices = {"method": list(METHODS), "dtype": list(DTYPES)}
+    lora, train = ({f.name for f in dataclasses.fields(c)} for c in (LoraConfig, TrainConfig))
+    groups = {"run": parser.add_argument_group("data, model and output"),
+              "lora": parser.add_argument_group("LoRA (the course's LoraConfig)"),
+              "train": parser.add_argument_group("training (the course's TrainConfig, and Trainer's settings)")}
+    fields = _finetune_fields()
+    for f in sorted(fields, key=lambda f: (f.name in lora) + 2 * (f.name in train or "gradient" in f.name)):
+        value, flag = getattr(default, f.name), FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+        options = {"dest": f.name, "help": HELP[f.name]}
+        if isinstance(value, bool):  # a switch: --name turns it on, or --no-name off when it is on by default
+            if value:
+                flag, options["help"] = "--no-" + flag.removeprefix("--"), "without " + HELP[f.name]
+            options.update(action="store_false" if value else "store_true")
+        elif isinstance(value, tuple):
+            options.update(nargs="+", default=list(value))
+        elif f.name in REQUIRED:
+            options.update(required=True, type=TYPES[f.type])
+        else:
+            options.update(default=value, type=TYPES[f.type], choices=choices.get(f.name))
+        group = "lora" if f.name in lora else "train" if f.name in train or "gradient" in f.name else "run"
+        groups[group].add_argument(flag, **options)
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, where there is one to show (not for switches or required options)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
@@ -146,16 +160,17 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = Parser(prog="peftlab")
     commands = parser.add_subparsers(dest="command", required=True)
-    tune = commands.add_parser("finetune", help="train a LoRA or QLoRA adapter with transformers' Trainer + peft")
+    tune = commands.add_parser("finetune", help="train a LoRA or QLoRA adapter with transformers' Trainer + peft",
+                               formatter_class=DefaultsHelp)
     add_finetune_arguments(tune)
     mem = commands.add_parser("memory", help="estimate peak GPU memory of training a decoder model",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # --help shows every default
+                              formatter_class=DefaultsHelp)
     mem.add_argument("--model", choices=list(memory.KNOWN_SHAPES))
     mem.add_argument("--config", help="a transformers config.json (Llama-style decoder; head_dim is read when set)")
     for name in ("layers", "hidden", "intermediate", "heads", "kv-heads", "vocab"):
         mem.add_argument(f"--{name}", type=int)
     mem.add_argument("--tied", action="store_true", help="input and output embeddings share weights")
-    mem.add_argument("--method", default="LoRA", choices=list(memory.METHOD_MEMORY))
+    mem.add_argument("--method", default=LORA, choices=list(memory.METHOD_MEMORY), help="the method to count")
     mem.add_argument("--r", type=int, default=8, help="LoRA rank")
     mem.add_argument("--targets", nargs="+", default=list(ALL_LINEAR), help="LoRA target modules")
     mem.add_argument("--seq", type=int, default=512)
@@ -189,11 +204,11 @@ def run_finetune(args) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C reaches every process of a launch; one of them says so
         if int(os.environ.get("RANK", 0)) == 0:
-            print(f"peftlab finetune: interrupted; nothing was written to {args.output}", file=sys.stderr)
+            print(f"peftlab finetune: interrupted; nothing was written to {args.output_dir}", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {summary['config']['steps']} steps on {summary['processes']} process(es), global batch "
-              f"{summary['global_batch']}: mean loss {summary['train_loss']:.4f}; adapter in {args.output}")
+              f"{summary['global_batch']}: mean loss {summary['train_loss']:.4f}; adapter in {args.output_dir}")
     return 0
 
 

@@ -4,6 +4,8 @@
     rates = best_rates(study["runs"])        # method -> rate with the lowest mean validation loss
     table = decision_table(study["runs"])    # method -> test exact match and loss, as Spreads over seeds
     table = decision_tables("methods", "variants")  # the same, over several studies
+    capped_configurations(runs, table)       # could runs that hit their step cap change the chosen rate?
+    find_row(gpu_memory_rows(), model="Llama-3.2-1B", method="QLoRA", ...)  # one measured GPU peak
 
 ``benchmarks/convergence.py`` made the runs (every run trained until its validation loss stopped
 improving, its best checkpoint scored on the test split). The rate is chosen on the validation
@@ -68,6 +70,33 @@ def decision_table(runs: list[dict]) -> dict[str, dict]:
     return table
 
 
+def capped_configurations(runs: list[dict], table: dict[str, dict]) -> list[dict]:
+    """The configurations, at every rate, with runs that reached their step cap, and whether training them on could
+    change the rate ``table`` (``decision_table(runs)``) chose.
+
+    A capped run had not converged: its loss at the cap is not its last word. Suppose each went on to reach the
+    lowest validation loss its configuration reached at any rate (more than a run this slow is likely to reach): if
+    the mean is still worse than the chosen rate's, further training would not change the choice. Each entry:
+    ``method`` (the ``label``), ``lr``, ``capped`` and ``seeds`` (runs), ``cap`` (the largest step cap), ``mean`` (the
+    mean validation loss as the runs stopped), ``bound`` (the mean with each capped run at that lowest loss),
+    ``chosen`` (the chosen rate's mean) and ``could_change`` (``bound < chosen``)."""
+    lowest: dict[str, float] = {}
+    for run in runs:
+        lowest[label(run)] = min(lowest.get(label(run), float("inf")), run["val_loss"])
+    entries = []
+    for (method, lr), group in sorted(configurations(runs).items()):
+        capped = [r for r in group if not r["stopped_early"]]
+        if not capped:
+            continue
+        mean = sum(r["val_loss"] for r in group) / len(group)
+        bound = sum(r["val_loss"] if r["stopped_early"] else lowest[method] for r in group) / len(group)
+        chosen = table[method]["val_loss"].mean
+        entries.append({"method": method, "lr": lr, "capped": len(capped), "seeds": len(group),
+                        "cap": max(r["max_steps"] for r in capped), "mean": mean, "bound": bound, "chosen": chosen,
+                        "could_change": bound < chosen})
+    return entries
+
+
 def decision_tables(*names: str) -> dict[str, dict]:
     """``decision_table`` of several stored studies together (configurations are told apart by ``label``)."""
     table: dict[str, dict] = {}
@@ -106,3 +135,37 @@ def outside_band(curve: list[dict], band: dict[int, Spread], tolerance: float = 
         raise ValueError("the curve shares no evaluated step with the stored runs")
     return [p["step"] for p in shared
             if not band[p["step"]].low - tolerance <= p["loss"] <= band[p["step"]].high + tolerance]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPU measurements (one H200): benchmarks/gpu_memory.py and benchmarks/multi_gpu.py wrote them, with their commands
+
+
+def _stored(name: str) -> dict:
+    path = data_path("results", name)
+    if not path.is_file():
+        raise ValueError(f"no stored measurements at {path}; benchmarks/ has the script that makes {name}")
+    return json.loads(path.read_text())
+
+
+def gpu_memory_rows() -> list[dict]:
+    """The training steps measured by ``benchmarks/gpu_memory.py`` (``data/results/gpu_memory.json``), one dict each:
+    ``model``, ``method``, ``recipe``, ``optimizer``, ``dtype``, ``seq``, ``batch``, ``gradient_checkpointing``, ``set``
+    (calibration or held out) and ``peak_bytes``, or ``out_of_memory`` for a step that did not fit."""
+    return _stored("gpu_memory.json")["rows"]
+
+
+def find_row(rows: list[dict], **fields) -> dict:
+    """The one row whose fields equal ``fields`` (``find_row(rows, model="Llama-3.2-1B", seq=512, ...)``); none or
+    several is a ValueError naming the fields, so that a lookup cannot silently read the wrong measurement."""
+    found = [row for row in rows if all(row.get(key) == value for key, value in fields.items())]
+    if len(found) != 1:
+        wanted = ", ".join(f"{key}={value!r}" for key, value in fields.items())
+        raise ValueError(f"{len(found)} stored rows have {wanted}; give the fields that pick exactly one")
+    return found[0]
+
+
+def multi_gpu_runs() -> dict:
+    """``peftlab finetune`` on one GPU and on two (``benchmarks/multi_gpu.py``, ``data/results/multi_gpu.json``):
+    ``runs[method][gpus]`` (throughput, per-GPU peaks, the calculator's estimate) and ``comparisons[method]``."""
+    return _stored("multi_gpu.json")

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from peftlab.core.inject import ALL_LINEAR
+from peftlab.methods.names import (ADAPTER_HOULSBY, ADAPTER_PFEIFFER, FULL_FINE_TUNING, IA3, LORA, PROMPT_TUNING,
+                                   QLORA)
 
 # --- constants --------------------------------------------------------------------------
 
@@ -65,10 +67,10 @@ class ModelShape:
     head_dim: int | None = None  # None: hidden / heads; newer models (Qwen3, Gemma) set it wider than that
 
     def __post_init__(self):
-        for field in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab"):
-            value = getattr(self, field)
+        for name in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab"):
+            value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.head_dim is not None and (not isinstance(self.head_dim, int) or self.head_dim <= 0):
             raise ValueError(f"head_dim must be a positive integer, got {self.head_dim!r}")
         if self.head_dim is None and self.hidden % self.heads:
@@ -90,6 +92,13 @@ class ModelShape:
         return cls(get("num_hidden_layers"), get("hidden_size"), get("intermediate_size"), get("num_attention_heads"),
                    get("num_key_value_heads") or get("num_attention_heads"), get("vocab_size"),
                    bool(get("tie_word_embeddings", False)), get("head_dim"))
+
+    def to_config(self) -> dict:
+        """The shape as a transformers config's keys (``LlamaConfig(**shape.to_config())``): ``from_config`` backwards."""
+        config = {"num_hidden_layers": self.layers, "hidden_size": self.hidden, "intermediate_size": self.intermediate,
+                  "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "vocab_size": self.vocab,
+                  "tie_word_embeddings": self.tied_embeddings}
+        return config if self.head_dim is None else {**config, "head_dim": self.head_dim}
 
     @classmethod
     def known(cls, name: str) -> "ModelShape":
@@ -226,16 +235,16 @@ class MethodMemory:
     adds_tokens: bool = False         # the soft prompt's virtual tokens run through every layer like real ones
 
 
-# Keyed by the method names of peftlab.tools.experiments.METHODS (tests/test_memory.py keeps them in step).
+# Keyed by the course's method names (peftlab.methods.names), as peftlab.study.experiments.METHODS is.
 METHOD_MEMORY = {
-    "full fine-tuning": MethodMemory(lambda shape, setup: shape.parameters(), _full_fine_tuning_activations,
+    FULL_FINE_TUNING: MethodMemory(lambda shape, setup: shape.parameters(), _full_fine_tuning_activations,
                                      trains_everything=True),
-    "LoRA": MethodMemory(_lora_trainable, _lora_activations),
-    "QLoRA": MethodMemory(_lora_trainable, _lora_activations, quantized_base=True),
-    "IA3": MethodMemory(_ia3_trainable, _ia3_activations),
-    "adapter (Houlsby)": MethodMemory(*_adapters(2)),   # after attention and after the MLP
-    "adapter (Pfeiffer)": MethodMemory(*_adapters(1)),  # after the MLP
-    "prompt tuning": MethodMemory(lambda shape, setup: setup.prompt_tokens * shape.hidden, _frozen_base_activations,
+    LORA: MethodMemory(_lora_trainable, _lora_activations),
+    QLORA: MethodMemory(_lora_trainable, _lora_activations, quantized_base=True),
+    IA3: MethodMemory(_ia3_trainable, _ia3_activations),
+    ADAPTER_HOULSBY: MethodMemory(*_adapters(2)),   # after attention and after the MLP
+    ADAPTER_PFEIFFER: MethodMemory(*_adapters(1)),  # after the MLP
+    PROMPT_TUNING: MethodMemory(lambda shape, setup: setup.prompt_tokens * shape.hidden, _frozen_base_activations,
                                   adds_tokens=True),
 }
 
@@ -289,20 +298,20 @@ RECIPES = {
     "16-bit": Recipe("weights, activations and compute in ``dtype`` (bf16 unless told)"),
     "fp32 + bf16 autocast": Recipe(
         "fp32 weights, forward pass under bf16 autocast: transformers' Trainer(bf16=True) on an fp32 model",
-        weights="fp32", residual="fp32", bf16_weight_copies=True, methods=("full fine-tuning", "LoRA"),
-        activations={"LoRA": _autocast_lora_activations, "full fine-tuning": _autocast_full_fine_tuning_activations}),
+        weights="fp32", residual="fp32", bf16_weight_copies=True, methods=(FULL_FINE_TUNING, LORA),
+        activations={LORA: _autocast_lora_activations, FULL_FINE_TUNING: _autocast_full_fine_tuning_activations}),
     "peft QLoRA": Recipe(
         "QLoRA as peft documents it: prepare_model_for_kbit_training casts every weight not in 4 bits to fp32",
-        weights="fp32", residual="fp32", methods=("QLoRA",), activations={"QLoRA": _prepared_qlora_activations}),
+        weights="fp32", residual="fp32", methods=(QLORA,), activations={QLORA: _prepared_qlora_activations}),
 }
 
 # (recipe, dtype, method, optimizer) combinations whose peaks were measured on an H200 (data/results/gpu_memory.json,
 # tests/test_memory.py keeps the two in step); everything else is counted by the same rules but unchecked.
-MEASURED = ({("16-bit", "bf16", m, "AdamW 32-bit") for m in ("full fine-tuning", "LoRA", "QLoRA")}
-            | {("16-bit", "bf16", "full fine-tuning", "AdamW 8-bit")}
-            | {("16-bit", "bf16", m, "torch AdamW") for m in ("full fine-tuning", "LoRA")}
-            | {("fp32 + bf16 autocast", "bf16", m, "torch AdamW") for m in ("full fine-tuning", "LoRA")}
-            | {("peft QLoRA", "bf16", "QLoRA", "torch AdamW")})
+MEASURED = ({("16-bit", "bf16", m, "AdamW 32-bit") for m in (FULL_FINE_TUNING, LORA, QLORA)}
+            | {("16-bit", "bf16", FULL_FINE_TUNING, "AdamW 8-bit")}
+            | {("16-bit", "bf16", m, "torch AdamW") for m in (FULL_FINE_TUNING, LORA)}
+            | {("fp32 + bf16 autocast", "bf16", m, "torch AdamW") for m in (FULL_FINE_TUNING, LORA)}
+            | {("peft QLoRA", "bf16", QLORA, "torch AdamW")})
 
 
 def measured(method: str, recipe: str = "16-bit", dtype: str = "bf16", optimizer: str = "AdamW 32-bit") -> bool:
@@ -322,7 +331,7 @@ def recipe_rules(recipe: str, method: str, dtype: str) -> Recipe:
     return rules
 
 
-def trainable_parameters(shape: ModelShape, method: str, **setup) -> int:
+def trainable_count(shape: ModelShape, method: str, **setup) -> int:
     """What ``method`` trains on this shape, counted as peftlab (and peft / AdapterHub) builds it."""
     return method_memory(method).trainable(shape, Setup(**setup))
 
@@ -348,7 +357,7 @@ def _state_bytes(optimizer: str, trained_dtype_bytes: int) -> float:
     return 2 * trained_dtype_bytes if state is None else state
 
 
-def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LINEAR,
+def estimate(shape: ModelShape, method: str = LORA, r: int = 8, targets=ALL_LINEAR,
              double_quant: bool = True, blocksize: int = 64, reduction_factor: int = 16, prompt_tokens: int = 16,
              optimizer: str = "AdamW 32-bit", dtype: str = "bf16", recipe: str = "16-bit") -> dict[str, float]:
     """Bytes held during training, by part, before activations. ``method``: a key of ``METHOD_MEMORY``;
@@ -357,7 +366,8 @@ def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LI
     counted = method_memory(method)  # how the method counts: trainable parameters, activations
     _check_choices(optimizer, dtype)
     stored = recipe_rules(recipe, method, dtype)  # how the recipe stores and computes: weights, copies
-    setup = Setup(r, tuple(targets), reduction_factor, prompt_tokens, double_quant, blocksize, dtype)
+    setup = Setup(r=r, targets=tuple(targets), reduction_factor=reduction_factor, prompt_tokens=prompt_tokens,
+                  double_quant=double_quant, blocksize=blocksize, dtype=dtype)
     paged = OPTIMIZERS[optimizer][1]
     states = "optimizer states (paged)" if paged else "optimizer states"  # paged: can move to CPU memory under pressure
     b = DTYPE_BYTES[stored.weights or dtype]
@@ -375,7 +385,7 @@ def estimate(shape: ModelShape, method: str = "LoRA", r: int = 8, targets=ALL_LI
             "gradients": gradient_bytes * trainable, states: _state_bytes(optimizer, gradient_bytes) * trainable}
 
 
-def training_memory(shape: ModelShape, method: str = "LoRA", seq: int = 512, batch: int = 1,
+def training_memory(shape: ModelShape, method: str = LORA, seq: int = 512, batch: int = 1,
                     gradient_checkpointing: bool = False, optimizer: str = "AdamW 32-bit", r: int = 8,
                     targets=ALL_LINEAR, double_quant: bool = True, blocksize: int = 64, reduction_factor: int = 16,
                     prompt_tokens: int = 16, dtype: str = "bf16", recipe: str = "16-bit") -> dict:

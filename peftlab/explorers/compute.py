@@ -1,6 +1,6 @@
 """The computations behind the course's explorers: plain functions of tensors and results.
 
-The widgets in ``peftlab.tools.widgets`` only call these and draw what they return, so everything
+The widgets in ``peftlab.explorers.widgets`` only call these and draw what they return, so everything
 an explorer shows can be computed, printed and tested without a screen.
 """
 
@@ -16,13 +16,15 @@ from peftlab.methods.nf4 import CODEBOOKS, quantize_dequantize
 # -- rank: how much of a matrix r directions capture -----------------------------------------
 
 def rank_profile(matrix: torch.Tensor) -> dict:
-    """Singular values of ``matrix`` and the share of its energy (squared Frobenius norm) that the
-    best rank-r approximation keeps, for every r."""
+    """Singular values of ``matrix`` (also relative to the largest) and the share of its energy (squared Frobenius
+    norm) that the best rank-r approximation keeps, for every r."""
     if matrix.dim() != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {tuple(matrix.shape)}")
     s = torch.linalg.svdvals(matrix.detach().double())
     energy = (s ** 2).cumsum(0) / (s ** 2).sum().clamp(min=1e-300)
-    return {"singular_values": s.float().tolist(), "energy_kept": energy.float().tolist(),
+    values = s.float().tolist()
+    top = values[0] or 1.0  # a zero matrix: every value is 0, and stays 0
+    return {"singular_values": values, "relative": [v / top for v in values], "energy_kept": energy.float().tolist(),
             "shape": tuple(matrix.shape)}
 
 
@@ -107,3 +109,11 @@ def scaled_block_values(weight: torch.Tensor, blocksize: int = 64) -> torch.Tens
         return flat / flat.abs().max().clamp(min=1e-30)
     blocks = flat[:n].view(-1, blocksize)
     return (blocks / blocks.abs().max(dim=1, keepdim=True).values.clamp(min=1e-30)).reshape(-1)
+
+
+def block_histogram(weight: torch.Tensor, blocksize: int = 64, bins: int = 80) -> tuple[list[float], list[float]]:
+    """The block-scaled values of ``weight`` (``scaled_block_values``) as a histogram over [-1, 1]: the bins' centres
+    and the share of values in each."""
+    counts = torch.histc(scaled_block_values(weight, blocksize), bins=bins, min=-1, max=1)
+    centers = torch.linspace(-1 + 1 / bins, 1 - 1 / bins, bins)
+    return centers.tolist(), (counts / counts.sum()).tolist()
