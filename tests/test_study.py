@@ -19,7 +19,7 @@ def test_spread_mean_range_interval_and_ties():
     half = 2.776 * math.sqrt(sum((v - 0.948) ** 2 for v in s.values) / 4) / math.sqrt(5)  # t(0.975, 4 dof)
     assert (low, high) == pytest.approx((0.948 - half, 0.948 + half))
     assert s.overlaps(Spread.of([0.97, 0.99])) and not s.overlaps(Spread.of([0.98, 0.99]))
-    assert s.compare(Spread.of([0.97, 0.99])) == "ties with"
+    assert s.compare(Spread.of([0.97, 0.99])) == "not separated from"
     assert s.compare(Spread.of([0.98, 0.99])) == "loses to" and Spread.of([0.98, 0.99]).compare(s) == "beats"
     assert s.compare(Spread.of([0.98, 0.99]), higher_is_better=False) == "beats", "for losses, lower is better"
     assert f"{s:.2f}" == "0.95 (0.92-0.97)"
@@ -27,6 +27,15 @@ def test_spread_mean_range_interval_and_ties():
         Spread.of([])
     with pytest.raises(ValueError, match="at least two seeds"):
         Spread.of([1.0]).interval()
+
+
+def test_seed_by_seed_differences_show_the_gap_the_data_leave_open():
+    a, b = Spread.of([0.90, 0.80, 0.95]), Spread.of([0.85, 0.88, 0.90])
+    gap = a.difference(b)
+    assert gap.values == pytest.approx((0.05, -0.08, 0.05)) and a.compare(b) == "not separated from"
+    assert gap.low < 0 < gap.high, "the seeds disagree on the sign: the data leave both directions open"
+    with pytest.raises(ValueError, match="same seeds on both sides"):
+        a.difference(Spread.of([0.9]))
 
 
 def test_paired_interval_separates_a_shift_and_not_noise():

@@ -4,10 +4,19 @@
     paired_interval(per_text_a, per_text_b)     # 95% interval of loss(a) - loss(b) over the same texts
 
 A finding ("A beats B") needs a difference larger than what chance alone moves. The course
-uses two yardsticks: over training seeds, the range (min-max) of each configuration -- where
-two ranges overlap, the chapters say the configurations tie; and over evaluation texts, a
-paired bootstrap: resample the texts with replacement, recompute both losses on the same
-sample, and read the 2.5% and 97.5% quantiles of their difference.
+uses two yardsticks: over training seeds, the range (min-max) of each configuration; and over
+evaluation texts, a paired bootstrap: resample the texts with replacement, recompute both losses
+on the same sample, and read the 2.5% and 97.5% quantiles of their difference.
+
+The course's one rule for comparing two configurations trained over the same seeds
+(``Spread.compare``; chapter 00's glossary says the same):
+
+- **beats** / **loses to**: the ranges do not overlap, so every seed of one did better than every
+  seed of the other;
+- **not separated from**: the ranges overlap, so these seeds cannot tell the two apart. That is
+  not a finding that they are equal: more seeds may still separate them (ranges only widen as
+  seeds are added, so the rule never turns "not separated" into a difference on its own), and
+  ``Spread.difference`` gives the gaps, seed by seed, that the data leave open.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import statistics
 from dataclasses import dataclass
 
 import torch
+
+NOT_SEPARATED = "not separated from"  # the verdict where two ranges over seeds overlap (see the rule above)
 
 # Student's t quantile for a two-sided 95% interval, by degrees of freedom (n - 1 seeds); beyond 30, ~1.96
 T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -62,15 +73,22 @@ class Spread:
         return self.mean - half, self.mean + half
 
     def overlaps(self, other: "Spread") -> bool:
-        """Whether the two ranges (min-max) share a point: then the course calls them a tie."""
+        """Whether the two ranges (min-max) share a point: then these seeds cannot separate the two."""
         return self.low <= other.high and other.low <= self.high
 
     def compare(self, other: "Spread", higher_is_better: bool = True) -> str:
-        """The course's verdict on two configurations: "ties with" where the ranges overlap, else "beats" or
-        "loses to" (by the means; pass ``higher_is_better=False`` for losses)."""
+        """The course's verdict on two configurations (the module docstring's rule): "not separated from" where the
+        ranges overlap, else "beats" or "loses to" (pass ``higher_is_better=False`` for losses)."""
         if self.overlaps(other):
-            return "ties with"
+            return NOT_SEPARATED
         return "beats" if (self.mean > other.mean) == higher_is_better else "loses to"
+
+    def difference(self, other: "Spread") -> "Spread":
+        """``self - other`` seed by seed: both must hold the same seeds in the same order (a study's runs, sorted by
+        seed). Its range is the gap the data leave open; a range that includes 0 separates nothing."""
+        if self.n != other.n:
+            raise ValueError(f"a seed-by-seed difference needs the same seeds on both sides; got {self.n} and {other.n}")
+        return Spread.of(a - b for a, b in zip(self.values, other.values))
 
     def __format__(self, spec: str) -> str:
         spec = spec or ".3f"

@@ -70,6 +70,12 @@ def decision_table(runs: list[dict]) -> dict[str, dict]:
     return table
 
 
+def verdict(table: dict[str, dict], a: str, b: str, metric: str = "test_accuracy") -> str:
+    """The course's verdict (``Spread.compare``: "beats", "loses to" or "not separated from") on two rows of a
+    ``decision_table``, by test exact match unless told (a metric ending in "loss": lower is better)."""
+    return table[a][metric].compare(table[b][metric], higher_is_better=not metric.endswith("loss"))
+
+
 def capped_configurations(runs: list[dict], table: dict[str, dict]) -> list[dict]:
     """The configurations, at every rate, with runs that reached their step cap, and whether training them on could
     change the rate ``table`` (``decision_table(runs)``) chose.
