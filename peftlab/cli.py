@@ -114,8 +114,11 @@ def add_finetune_arguments(parser) -> None:
     groups = {"run": parser.add_argument_group("data, model and output"),
               "lora": parser.add_argument_group("LoRA (the course's LoraConfig)"),
               "train": parser.add_argument_group("training (the course's TrainConfig, and Trainer's settings)")}
-    fields = _finetune_fields()
-    for f in sorted(fields, key=lambda f: (f.name in lora) + 2 * (f.name in train or "gradient" in f.name)):
+
+    def group(name: str) -> str:  # Trainer's own gradient_* settings go with training
+        return "lora" if name in lora else "train" if name in train or name.startswith("gradient_") else "run"
+
+    for f in sorted(_finetune_fields(), key=lambda f: list(groups).index(group(f.name))):
         value, flag = getattr(default, f.name), FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
         options = {"dest": f.name, "help": HELP[f.name]}
         if isinstance(value, bool):  # a switch: --name turns it on, or --no-name off when it is on by default
@@ -128,8 +131,7 @@ def add_finetune_arguments(parser) -> None:
             options.update(required=True, type=TYPES[f.type])
         else:
             options.update(default=value, type=TYPES[f.type], choices=choices.get(f.name))
-        group = "lora" if f.name in lora else "train" if f.name in train or "gradient" in f.name else "run"
-        groups[group].add_argument(flag, **options)
+        groups[group(f.name)].add_argument(flag, **options)
 
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
