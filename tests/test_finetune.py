@@ -408,3 +408,16 @@ def test_the_recipe_follows_the_course_device_policy(monkeypatch):
     assert not finetune.on_gpu() and finetune._dtype(FinetuneConfig()) == torch.float32
     monkeypatch.delenv("PEFTLAB_DEVICE")
     assert finetune.on_gpu()
+
+
+def test_a_target_pattern_from_python_selects_layers_or_fails_in_one_line():
+    """FinetuneConfig is a LoraConfig, so a Python caller may pass peft's regular-expression form of the targets."""
+    import re
+
+    from peftlab.production.finetune import load_model
+
+    model, _ = load_model(FinetuneConfig(target_modules=re.compile(r".*layers\.0\..*q_proj")))
+    assert [n for n, _ in model.named_modules() if n.endswith("lora_A")] == \
+        ["base_model.model.model.layers.0.self_attn.q_proj.lora_A"]
+    with pytest.raises(ValueError, match=r"^--targets \.\*nomatch\.\*: "):
+        load_model(FinetuneConfig(target_modules=re.compile(r".*nomatch.*")))

@@ -45,7 +45,7 @@ from peftlab.course.data import data_path
 from peftlab.course.model import bundled_model, course_device, load_causal_lm, model_source
 from peftlab.course.tasks import TASK_NAMES
 from peftlab.course.train import TrainConfig, pad_batch
-from peftlab.methods.lora import LoraConfig
+from peftlab.methods.lora import LoraConfig, peft_target_modules
 from peftlab.methods.names import LORA, QLORA
 
 # the command line's spelling of each method the recipe trains -> the course's name for it (peftlab.methods.names)
@@ -380,7 +380,9 @@ def load_model(config: FinetuneConfig):
     try:
         model = peft.get_peft_model(model, lora)
     except ValueError as error:  # peft's own words, e.g. a target module the model does not have
-        raise ValueError(f"--targets {' '.join(config.target_modules)}: {str(error).strip().splitlines()[0]}") from None
+        targets = peft_target_modules(config)  # names, or one regular expression (a Python caller's re.compile)
+        shown = targets if isinstance(targets, str) else " ".join(targets)
+        raise ValueError(f"--targets {shown}: {str(error).strip().splitlines()[0]}") from None
     check_rank(model, config.r)
     return model, tokenizer
 
