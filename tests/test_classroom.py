@@ -32,6 +32,17 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSROOM = ROOT / "classroom"
 MISTAKES = json.loads((CLASSROOM / "mistakes.json").read_text())
 ASSIGNMENTS = sorted(p.name for p in (CLASSROOM / "source").iterdir() if p.is_dir())
+# Submissions as students write them, kept apart from the mistakes worth discussing in class: answers that are right
+# but written differently from the source (each must score full marks), and plausible wrong ones (each must lose
+# exactly the points of the checks under "loses", and its feedback say "feedback"). classroom/corpus/<name>.json,
+# edits of the solution as in mistakes.json; never handed to students (scripts/student_release.py leaves it out).
+CORPUS = {name: json.loads(path.read_text()) if (path := CLASSROOM / "corpus" / f"{name}.json").is_file()
+          else {"correct": [], "wrong": []} for name in ASSIGNMENTS}
+
+
+def wrong_answers(name: str) -> list[dict]:
+    """Every wrong submission of an assignment: its typical mistakes, then the corpus's wrong answers."""
+    return MISTAKES.get(name, []) + CORPUS[name]["wrong"]
 # Seconds a cell may run while these tests grade. A submission that never returns is stopped by the course's own
 # limit (60 s, nbgrader_config.py); every other one gets five times that, so that a busy machine (make test JOBS=4)
 # cannot turn a slow cell into lost points: which points a submission loses must not depend on the clock.
@@ -55,7 +66,8 @@ def solution_of(source: dict) -> dict:
 def with_mistake(solution: dict, mistake: dict) -> dict:
     nb = copy.deepcopy(solution)
     hits = [c for c in nb["cells"] if mistake["replace"] in c["source"]]
-    assert len(hits) == 1, f"{mistake['mistake']}: its text should occur in exactly one cell of the solution"
+    name = mistake.get("mistake") or mistake["what"]
+    assert len(hits) == 1, f"{name}: its text should occur in exactly one cell of the solution"
     hits[0]["source"] = hits[0]["source"].replace(mistake["replace"], mistake["with"])
     return nb
 
@@ -74,12 +86,13 @@ def graded(tmp_path_factory):
         release = json.loads((course / "release" / name / f"{name}.ipynb").read_text())
         solution = solution_of(source)
         students = {"solution": solution, "untouched": release}
-        students |= {f"mistake{i}": with_mistake(solution, m) for i, m in enumerate(MISTAKES.get(name, []))}
+        students |= {f"mistake{i}": with_mistake(solution, m) for i, m in enumerate(wrong_answers(name))}
+        students |= {f"correct{i}": with_mistake(solution, c) for i, c in enumerate(CORPUS[name]["correct"])}
         for student, nb in students.items():
             folder = course / "submitted" / student / name
             folder.mkdir(parents=True)
             (folder / f"{name}.ipynb").write_text(json.dumps(nb))
-        endless = [f"mistake{i}" for i, m in enumerate(MISTAKES.get(name, [])) if "while True" in m["with"]]
+        endless = [f"mistake{i}" for i, m in enumerate(wrong_answers(name)) if "while True" in m["with"]]
         nbgrader(course, "autograde", name, "--force", f"--Execute.timeout={TIME_LIMIT}",
                  f"--CourseDirectory.student_id_exclude={','.join(endless)}")
         for student in endless:
@@ -132,10 +145,10 @@ def test_one_assignment_is_graded_by_hand_with_a_rubric():
     assert len(rubric) == points, "the question lists the rubric: one line per point"
 
 
-@pytest.mark.parametrize("name, index", [(n, i) for n in ASSIGNMENTS for i in range(len(MISTAKES.get(n, [])))])
+@pytest.mark.parametrize("name, index", [(n, i) for n in ASSIGNMENTS for i in range(len(wrong_answers(n)))])
 def test_a_typical_mistake_loses_exactly_the_points_of_its_check_and_is_named(graded, name, index):
     _, results = graded
-    mistake, result = MISTAKES[name][index], results[name, f"mistake{index}"]
+    mistake, result = wrong_answers(name)[index], results[name, f"mistake{index}"]
     lost = {check: result["max"][check] - score for check, score in result["grades"].items() if score < result["max"][check]}
     assert lost == mistake["loses"], f"{mistake['mistake']}: lost {lost}, expected {mistake['loses']}"
     assert mistake["feedback"] in result["feedback"], f"{mistake['mistake']}: the feedback does not say it"
@@ -145,3 +158,10 @@ def test_every_assignment_has_typical_mistakes_one_that_never_returns_and_one_th
     assert ASSIGNMENTS and all(MISTAKES.get(name) for name in ASSIGNMENTS)
     assert any("while True" in m["with"] for name in ASSIGNMENTS for m in MISTAKES[name])
     assert any("os._exit" in m["with"] for name in ASSIGNMENTS for m in MISTAKES[name]), "and one whose kernel dies"
+
+
+@pytest.mark.parametrize("name, index", [(n, i) for n in ASSIGNMENTS for i in range(len(CORPUS[n]["correct"]))])
+def test_a_correct_answer_written_differently_scores_full_marks(graded, name, index):
+    _, results = graded
+    answer, result = CORPUS[name]["correct"][index], results[name, f"correct{index}"]
+    assert result["grades"] == result["max"], f"{answer['what']}: scored {result['grades']} of {result['max']}"
