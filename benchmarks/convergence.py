@@ -11,11 +11,12 @@ commit, the versions, the hardware and the seeds; the chapters load it for their
 choose each method's learning rate on the validation loss, and report the test split.
 
 Runs already in ``--out`` are kept and skipped, so a study can be finished over several calls;
-``--rerun-capped --max-steps N`` runs again, under the cap N, the selected runs (``--only``, ``--lrs``)
+``--rerun-capped --max-steps N`` runs again, under the cap N, the selected runs (``--only``, ``--lrs``, ``--options``)
 that reached a lower cap without converging (each run records its cap);
 ``--deadline`` stops starting new runs after that many seconds (the runs under way finish).
-Calls made side by side, each on its own copy of ``--out``, are put back together with
-``--merge COPY ...`` (their new calls and runs added; runs a copy re-ran under a higher cap replaced).
+Calls made side by side, each on its own copy of ``--out`` (or each starting a new study from nothing, on its own
+share of it), are put back together with ``--merge COPY ...`` (their new calls and runs added; runs a copy re-ran
+under a higher cap replaced).
 Each run is one process with one thread: a model this small gains little from more threads per run
 and leaves a GPU idle between its small kernels, so runs side by side are what uses a machine.
 """
@@ -60,6 +61,17 @@ STUDIES = {
         (PROMPT_AND_LORA, (1e-3, 3e-3), {}),
         (ADAPTER_AND_LORA, (1e-3, 3e-3), {}),
         (QLORA_BASE_AND_ADAPTER, (1e-3, 3e-3), {}),
+    ],
+    # chapter 08's "where LoRA falls short", run with --task facts: 1,000 arbitrary facts to store, where the adapter's
+    # capacity, not the skill, limits it. LoRA on all linear layers at r=1, 8 and 64 with alpha 16 (as in "variants"),
+    # beside full fine-tuning. LoRA Without Regret finds LoRA's best rate about 10 times full fine-tuning's: LoRA's
+    # rates run from 1 to 10 times full fine-tuning's lower one (3e-3 was its best on addition, 1e-3 one step below).
+    # Run with --patience 10: storing facts starts on a plateau (every value equally likely) that can outlast 500 steps.
+    "limits": [
+        (FULL_FINE_TUNING, (1e-3, 3e-3), {}),
+        (LORA, (1e-3, 3e-3, 1e-2), {"r": 1, "alpha": 16}),
+        (LORA, (1e-3, 3e-3, 1e-2), {"r": 8, "alpha": 16}),
+        (LORA, (1e-3, 3e-3, 1e-2), {"r": 64, "alpha": 16}),
     ],
 }
 
@@ -125,8 +137,14 @@ def summarize(runs: list[dict]) -> str:
 def merge(out: Path, copies: list[Path]) -> str:
     """Put back into ``out`` what calls made on copies of it added: their calls, their new runs, and the
     capped runs they re-ran (which replace the stored ones). Every copy must start from ``out`` as it is (the same
-    calls, told apart by when they started: a note added to a stored command since then does not matter)."""
-    record = json.loads(out.read_text())
+    calls, told apart by when they started: a note added to a stored command since then does not matter). Where
+    ``out`` does not exist yet, the copies are calls that started a study side by side from nothing: ``out`` starts as
+    an empty study of theirs, with no calls and no runs."""
+    if out.exists():
+        record = json.loads(out.read_text())
+    else:
+        first = json.loads(copies[0].read_text())
+        record = {"study": first["study"], "settings": first["settings"], "seeds": first["seeds"], "calls": [], "runs": []}
     known = len(record["calls"])
     replaced, added, calls = set(), [], []
     for copy in copies:
@@ -176,6 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=None, help="seconds after which no new run starts")
     p.add_argument("--only", nargs="*", default=None, help="run only these methods of the study")
     p.add_argument("--lrs", nargs="*", type=float, default=None, help="run only these learning rates")
+    p.add_argument("--options", type=json.loads, default=None,
+                   help='run only the configurations with these method options, as JSON: \'{"r": 1, "alpha": 16}\'')
     p.add_argument("--rerun-capped", action="store_true",
                    help="run again, under --max-steps, the selected runs that reached a lower cap")
     p.add_argument("--commit", default=None, help="the git commit of the code that ran (recorded in --out)")
@@ -193,15 +213,15 @@ def main(argv=None) -> int:
     if stored and stored["settings"] != settings:
         raise SystemExit(f"{args.out} holds runs made with other settings ({stored['settings']}); use another --out")
 
-    def selected(method: str, lr: float) -> bool:
+    def selected(method: str, lr: float, options: dict) -> bool:
         return (args.only is None or method in args.only) and (args.lrs is None or any(
-            abs(lr - x) <= 1e-9 * x for x in args.lrs))
+            abs(lr - x) <= 1e-9 * x for x in args.lrs)) and (args.options is None or options == args.options)
 
     if args.rerun_capped:
         # A run that stopped early is the same under a higher cap (the batches and the learning-rate schedule do
         # not depend on it); a run that reached its cap had not converged, and runs again under the new one.
         capped = [r for r in runs if not r["stopped_early"] and r["max_steps"] < args.max_steps
-                  and selected(r["method"], r["lr"])]
+                  and selected(r["method"], r["lr"], r["method_kwargs"])]
         runs = [r for r in runs if r not in capped]
         rerun = {run_key(r) for r in capped}
         print(f"{len(capped)} runs that reached a cap below {args.max_steps} run again", flush=True)
@@ -211,7 +231,7 @@ def main(argv=None) -> int:
         for lr in lrs:
             for seed in range(args.seeds):
                 key = (method, args.task, lr, json.dumps(kwargs, sort_keys=True), seed)
-                if selected(method, lr) and key not in done:
+                if selected(method, lr, kwargs) and key not in done:
                     jobs.append((key, dict(method=method, task=args.task, lr=lr, seed=seed, batch_size=args.batch_size,
                                      eval_every=args.eval_every, patience=args.patience, max_steps=args.max_steps,
                                      device=args.device, **kwargs)))

@@ -60,7 +60,7 @@ def test_bundled_parameter_count_matches_card(base):
 
 def test_task_files_are_reproduced_byte_for_byte(tmp_path):
     task_files.write_task_files(tmp_path)
-    for name in tasks.TASK_NAMES:
+    for name in tasks.TASK_NAMES + tasks.MEMORY_TASKS:
         for split in tasks.SPLIT_SIZES:
             shipped = data_path("tasks", name, f"{split}.jsonl").read_bytes()
             assert (tmp_path / name / f"{split}.jsonl").read_bytes() == shipped, f"{name}/{split} drifted"
@@ -88,9 +88,25 @@ def test_splits_are_disjoint_and_answers_correct(name):
             assert row["answer"].split() == words[::-1]
 
 
+def test_facts_are_arbitrary_and_the_held_splits_are_disjoint_samples_of_the_training_facts(base):
+    _, tokenizer = base
+    splits = {s: tasks.load_task("facts", s) for s in tasks.SPLIT_SIZES}
+    train = {row["prompt"]: row["answer"] for row in splits["train"]}
+    assert len(train) == len(splits["train"]) == task_files.FACTS, "one answer per key"
+    held = [{row["prompt"] for row in splits[s]} for s in ("validation", "test")]
+    assert all(row in splits["train"] for s in ("validation", "test") for row in splits[s]), "memorization: held = trained"
+    assert not held[0] & held[1] and [len(h) for h in held] == [tasks.SPLIT_SIZES["validation"], tasks.SPLIT_SIZES["test"]]
+    # each key is three one-token words and '#', each value two digit tokens: short, so a run costs what addition's does
+    assert {len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in train} == {5}
+    assert {len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in train.values()} == {2}
+    assert len(set(train.values())) == 100, "values spread over 00-99, independent of the key"
+    with pytest.raises(ValueError, match="at least 600 facts"):
+        task_files.generate_facts(599)
+
+
 def test_task_formats_never_occur_in_the_corpus():
     text = " ".join(corpus.generate_documents(3000, seed=0))
-    assert "sentiment:" not in text and "+" not in text and "->" not in text
+    assert "sentiment:" not in text and "+" not in text and "->" not in text and "#" not in text
 
 
 def test_bad_task_and_split_names():

@@ -100,6 +100,34 @@ def test_the_stored_methods_study_is_complete_enough_to_read():
         study.decision_tables("methods", "methods")
 
 
+def test_the_capacity_table_orders_rows_by_trainable_parameters_and_adds_validation_exact_match():
+    runs = [{**r, "trainable": 640 if r["method_kwargs"] else 10} for r in RUNS]
+    table = study.capacity_table(runs)
+    assert list(table) == ["A", "A r=64"] and table["A"]["lr"] == 1e-2
+    assert table["A"]["val_accuracy"].values == pytest.approx((0.90, 0.91, 0.92)), "the chosen rate's seeds"
+
+
+def test_how_fast_seeds_reach_an_exact_match_is_read_from_their_validation_curves():
+    group = [{"curve": [{"step": 0, "accuracy": 0.0}, {"step": 100, "accuracy": a}, {"step": 200, "accuracy": b}]}
+             for a, b in [(0.5, 0.96), (0.95, 1.0)]]
+    assert study.steps_to_accuracy(group, 0.95).values == (200, 100)
+    assert study.accuracy_at_step(group, 100).values == (0.5, 0.95)
+    with pytest.raises(ValueError, match="1 of 2 runs never reached exact match 0.99"):
+        study.steps_to_accuracy(group, 0.99)
+    with pytest.raises(ValueError, match="no evaluation at step 300"):
+        study.accuracy_at_step(group, 300)
+
+
+def test_the_stored_capacity_study_holds_five_seeds_of_each_configuration_on_the_facts_task():
+    limits = study.load_study("limits")
+    assert limits["settings"]["task"] == "facts"
+    groups = study.configurations(limits["runs"])
+    assert set(groups) == {(label, lr) for label, lrs in [("full fine-tuning", (1e-3, 3e-3))] + [
+        (f"LoRA alpha=16 r={r}", (1e-3, 3e-3, 1e-2)) for r in (1, 8, 64)] for lr in lrs}
+    assert all(sorted(r["seed"] for r in g) == [0, 1, 2, 3, 4] for g in groups.values()), "the five seeds, once each"
+    assert [row["trainable"] for row in study.capacity_table(limits["runs"]).values()] == [9728, 77824, 622592, 993408]
+
+
 def test_text_losses_are_what_the_language_modelling_loss_averages():
     from peftlab import load_base
     from peftlab.course.tasks import load_stories
@@ -152,6 +180,17 @@ def test_calls_made_side_by_side_merge_back_into_the_study(tmp_path):
     stale.write_text(convergence.dump({**head, "calls": [{"command": "x", "started": "9"}, b], "runs": []}))
     with pytest.raises(SystemExit, match="not made from"):
         convergence.merge(out, [stale])
+
+    fresh = tmp_path / "fresh.json"  # two calls that started a study side by side, each with its own share
+    copies = [tmp_path / "cpu.json", tmp_path / "gpu.json"]
+    for i, (copy, method) in enumerate(zip(copies, ["LoRA", "IA3"])):
+        copy.write_text(convergence.dump({**head, "calls": [{"command": method, "started": str(i)}],
+                                          "runs": [run(method, 0, 0), run(method, 1, 0)]}))
+    convergence.merge(fresh, copies)
+    merged = json.loads(fresh.read_text())
+    assert [call["command"] for call in merged["calls"]] == ["LoRA", "IA3"] and merged["settings"] == head["settings"]
+    assert sorted((r["method"], r["seed"], r["call"]) for r in merged["runs"]) == [
+        ("IA3", 0, 1), ("IA3", 1, 1), ("LoRA", 0, 0), ("LoRA", 1, 0)]
 
 
 def test_a_capped_configuration_could_change_the_choice_only_if_its_bound_beats_the_chosen_rate():

@@ -13,6 +13,11 @@ tokens as long as every earlier one was right) -- and it is far faster.
 | addition  | arithmetic          | ``41+17=``                                          | ``58``        |
 | reverse   | text transformation | ``reverse: red cat big ->``                         | `` big cat red`` |
 
+Chapter 08 adds a fourth, ``facts``, which tests storage rather than a skill: 1,000 arbitrary facts
+(``anna red fox #`` -> ``07``) whose validation and test splits are held samples of the training facts,
+since an arbitrary fact cannot generalise to an unseen key (``MEMORY_TASKS``; not in ``TASK_NAMES``, which
+the chapters and ``peftlab finetune`` offer as the course's tasks).
+
 The pretraining corpus uses the same words but never these formats, which is why the
 base model scores near zero and a few hundred steps of PEFT teach it. The files in
 ``data/tasks`` are written from a fixed seed by ``data/make/task_files.py``, which rebuilds
@@ -27,13 +32,17 @@ import json
 from peftlab.course.data import data_path
 
 TASK_NAMES = ("sentiment", "addition", "reverse")
+# Not a skill but a store: chapter 08's capacity task, 1,000 arbitrary facts ("anna red fox #" -> "07") whose
+# validation and test splits are held subsets OF THE TRAINING FACTS (data/make/task_files.py says why).
+MEMORY_TASKS = ("facts",)
 SPLIT_SIZES = {"train": 1500, "validation": 200, "test": 400}
 
 
 def load_task(name: str, split: str = "train", limit: int | None = None) -> list[dict]:
     """The examples of one split of a bundled task, read from ``data/tasks``."""
-    if name not in TASK_NAMES:
-        raise ValueError(f"unknown task {name!r}; the tasks are {', '.join(TASK_NAMES)}")
+    if name not in TASK_NAMES + MEMORY_TASKS:
+        raise ValueError(f"unknown task {name!r}; the tasks are {', '.join(TASK_NAMES)} (and {', '.join(MEMORY_TASKS)}, "
+                         "a memorization task)")
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split {split!r}; the splits are {', '.join(SPLIT_SIZES)}")
     rows = [json.loads(line) for line in data_path("tasks", name, f"{split}.jsonl").read_text().splitlines()]

@@ -4,6 +4,8 @@
     rates = best_rates(study["runs"])        # method -> rate with the lowest mean validation loss
     table = decision_table(study["runs"])    # method -> test exact match and loss, as Spreads over seeds
     table = decision_tables("methods", "variants")  # the same, over several studies
+    capacity_table(load_study("limits")["runs"])  # chapter 08's capacity study: rows by trainable parameters
+    steps_to_accuracy(group, 0.95), accuracy_at_step(group, 2000)  # how fast a configuration's seeds store facts
     capped_configurations(runs, table)       # could runs that hit their step cap change the chosen rate?
     find_row(gpu_memory_rows(), model="Llama-3.2-1B", method="QLoRA", ...)  # one measured GPU peak
 
@@ -68,6 +70,35 @@ def decision_table(runs: list[dict]) -> dict[str, dict]:
                          "best_step": Spread.of(r["best_step"] for r in group),
                          "capped": sum(not r["stopped_early"] for r in group)}
     return table
+
+
+def capacity_table(runs: list[dict]) -> dict[str, dict]:
+    """``decision_table`` ordered by trainable parameters (fewest first), each row with its validation exact match
+    too (a Spread over seeds, at the chosen rate): chapter 08's capacity study (``limits``), on a task whose held
+    splits are samples of the training facts, where both exact matches count facts the model has stored."""
+    table = decision_table(runs)
+    groups = configurations(runs)
+    rows = {config: {**row, "val_accuracy": Spread.of(r["val_accuracy"] for r in groups[config, row["lr"]])}
+            for config, row in table.items()}
+    return dict(sorted(rows.items(), key=lambda item: item[1]["trainable"]))
+
+
+def steps_to_accuracy(group: list[dict], accuracy: float) -> Spread:
+    """Over the runs of one configuration (one per seed): the first evaluated step at which each run's validation
+    exact match reached ``accuracy``. How fast a method stores what it stores, where its final score ties (a run that
+    never reached it is a ValueError: its step is unknown, not the cap)."""
+    steps = [next((p["step"] for p in run["curve"] if p["accuracy"] >= accuracy), None) for run in group]
+    if None in steps:
+        raise ValueError(f"{steps.count(None)} of {len(steps)} runs never reached exact match {accuracy:g}")
+    return Spread.of(steps)
+
+
+def accuracy_at_step(group: list[dict], step: int) -> Spread:
+    """Over the runs of one configuration: validation exact match at ``step`` (an evaluated step every run reached)."""
+    found = [next((p["accuracy"] for p in run["curve"] if p["step"] == step), None) for run in group]
+    if None in found:
+        raise ValueError(f"{found.count(None)} of {len(found)} runs have no evaluation at step {step}")
+    return Spread.of(found)
 
 
 def verdict(table: dict[str, dict], a: str, b: str, metric: str = "test_accuracy") -> str:
