@@ -165,3 +165,9 @@ def test_a_correct_answer_written_differently_scores_full_marks(graded, name, in
     _, results = graded
     answer, result = CORPUS[name]["correct"][index], results[name, f"correct{index}"]
     assert result["grades"] == result["max"], f"{answer['what']}: scored {result['grades']} of {result['max']}"
+
+
+def test_every_assignment_has_a_corpus_of_three_correct_and_ten_wrong_answers():
+    for name in ASSIGNMENTS:
+        assert len(CORPUS[name]["correct"]) >= 3 and len(wrong_answers(name)) >= 10, \
+            f"{name}: {len(CORPUS[name]['correct'])} correct and {len(wrong_answers(name))} wrong submissions"
